@@ -1,0 +1,35 @@
+# The two commands of the quick start: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+DEVSTACK := deploy/devstack/devstack
+
+.PHONY: demo test unit stack down lint types bench
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+stack:
+	$(DEVSTACK) up
+
+## Stream sample Parquet and Avro files from the local HDFS into the local Kafka, live.
+demo: $(VENV)/.installed stack
+	eval "$$($(DEVSTACK) env)" && $(VENV)/bin/hdfs2kafka demo
+
+## Every test: unit tests, then integration tests against the real HDFS and Kafka.
+test: $(VENV)/.installed stack
+	eval "$$($(DEVSTACK) env)" && $(VENV)/bin/pytest
+
+unit: $(VENV)/.installed
+	$(VENV)/bin/pytest -m unit
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check hdfswatch pipeline tests bench
+
+types: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+down:
+	$(DEVSTACK) down
