@@ -1,0 +1,57 @@
+"""Seekable places in a file: where a unit of work starts, and where reading resumes.
+
+A position is never "skip N records from the start": for Parquet it names a row group and a row
+inside it, for Avro the byte offset of a block. Positions travel through the ledger as short
+strings (`rg:3/1000`, `block:40960`) so that an operator can read them and `hdfs2kafka cat
+--from` accepts them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class PositionError(ValueError):
+    """A position string that cannot be parsed."""
+
+
+@dataclass(frozen=True, order=True)
+class ParquetPosition:
+    row_group: int
+    row_offset: int = 0
+
+    def __str__(self) -> str:
+        return f"rg:{self.row_group}/{self.row_offset}"
+
+
+@dataclass(frozen=True, order=True)
+class AvroPosition:
+    """Byte offset of an Avro block (its record-count varint) in the container file."""
+
+    block_offset: int
+
+    def __str__(self) -> str:
+        return f"block:{self.block_offset}"
+
+
+Position = ParquetPosition | AvroPosition
+
+
+def parse_position(text: str) -> Position:
+    """Parse `rg:G/R`, `rg:G` or `block:OFFSET`."""
+    kind, sep, rest = text.strip().partition(":")
+    try:
+        if sep and kind == "rg":
+            group, _, offset = rest.partition("/")
+            pos: Position = ParquetPosition(int(group), int(offset or 0))
+            if pos.row_group < 0 or pos.row_offset < 0:
+                raise ValueError
+            return pos
+        if sep and kind == "block":
+            apos = AvroPosition(int(rest))
+            if apos.block_offset < 0:
+                raise ValueError
+            return apos
+    except ValueError:
+        pass
+    raise PositionError(f"bad position {text!r}: expected 'rg:GROUP/ROW' or 'block:OFFSET'")
