@@ -1,0 +1,345 @@
+"""Random-access reads of one HDFS file: the byte layer under the Parquet and Avro readers.
+
+`RandomAccessFile` is the interface the readers need (a path, a size and `read_at`); `WebHdfsFile`
+implements it over WebHDFS with the `hdfs` package, `LocalFile` over a local file (tests, `cat`
+of a local file). `FileIO` adapts any of them to the seekable file object that pyarrow and fastavro
+read from.
+
+Columnar readers ask for many small ranges (footers, page headers, block headers). Each WebHDFS
+read is two HTTP round trips (NameNode redirect, then DataNode), so `WebHdfsFile` reads ahead in
+windows and serves small reads from the last few windows; large reads (pyarrow coalesces a row
+group's column chunks into a few big ranges when `pre_buffer` is on) go straight through without
+being copied into the cache.
+
+Every call here blocks: run it in a worker thread (`aread_at`, `aopen_webhdfs` do that for
+asyncio callers), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import requests
+from hdfs import Client, InsecureClient
+from hdfs.util import HdfsError
+
+DEFAULT_READ_AHEAD = 4 * 1024 * 1024
+DEFAULT_CACHE_WINDOWS = 4
+
+
+class RangedReadError(Exception):
+    """Base of the errors raised while reading a remote file by ranges."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class FileVanished(RangedReadError):
+    """The file is gone (deleted or renamed away) since it was opened. Nothing to retry."""
+
+
+class FileChanged(RangedReadError):
+    """The file is not the one that was announced: its length or inode id changed under us.
+
+    Positions recorded for the old content mean nothing for the new one; the file must be
+    treated as a new file (or quarantined), not resumed.
+    """
+
+
+class ReadFailed(RangedReadError):
+    """A read kept failing after all retries (network, DataNode or NameNode trouble)."""
+
+
+@runtime_checkable
+class RandomAccessFile(Protocol):
+    """A file of known size that can be read at any offset."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """Return `length` bytes from `offset` (fewer only at end of file)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LocalFile:
+    """A local file as a `RandomAccessFile` (tests, `hdfs2kafka cat file:///...`)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = os.fspath(path)
+        try:
+            self._fd = os.open(self._path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise FileVanished(self._path, "no such file") from None
+        self._size = os.fstat(self._fd).st_size
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        _check_range(self._path, offset, length)
+        return os.pread(self._fd, min(length, max(0, self._size - offset)), offset)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> LocalFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class WebHdfsFile:
+    """One HDFS file read by byte ranges over WebHDFS.
+
+    Opening stats the file (one NameNode call) and checks it against what the caller expects:
+    `expected_size` and `expected_file_id` (from the file detector's `getFileInfo`) raise
+    `FileChanged` when they differ. Reads retry transient failures (connection errors,
+    timeouts, 5xx, standby NameNode) with exponential backoff; a file that disappears raises
+    `FileVanished`, one that became shorter raises `FileChanged`.
+    """
+
+    def __init__(
+        self,
+        client_or_url: Client | str,
+        path: str,
+        user: str | None = None,
+        expected_size: int | None = None,
+        expected_file_id: int | None = None,
+        *,
+        read_ahead: int = DEFAULT_READ_AHEAD,
+        cache_windows: int = DEFAULT_CACHE_WINDOWS,
+        retries: int = 5,
+        backoff: float = 0.2,
+        timeout: float = 60.0,
+    ) -> None:
+        if isinstance(client_or_url, str):
+            self._client: Client = InsecureClient(client_or_url, user=user, timeout=timeout)
+        else:
+            self._client = client_or_url
+        self._path = path
+        self._read_ahead = max(0, read_ahead)
+        self._cache_windows = max(1, cache_windows)
+        self._retries = retries
+        self._backoff = backoff
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+        self.requests = 0  # HTTP reads issued; tests and benchmarks look at it
+        status = self._retrying("stat", lambda: self._client.status(path, strict=False))
+        if status is None:
+            raise FileVanished(path, "no such file in HDFS")
+        if status.get("type") != "FILE":
+            raise FileVanished(path, f"not a file (type {status.get('type')})")
+        self._size = int(status["length"])
+        self._file_id = int(status["fileId"]) if "fileId" in status else None
+        if expected_size is not None and expected_size != self._size:
+            raise FileChanged(path, f"length is {self._size} bytes, expected {expected_size}")
+        if (expected_file_id is not None and self._file_id is not None
+                and expected_file_id != self._file_id):
+            raise FileChanged(path, f"fileId is {self._file_id}, expected {expected_file_id} "
+                                    "(the file was replaced)")
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def file_id(self) -> int | None:
+        return self._file_id
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        _check_range(self._path, offset, length)
+        length = min(length, max(0, self._size - offset))
+        if length == 0:
+            return b""
+        with self._lock:
+            hit = self._from_cache(offset, length)
+            if hit is not None:
+                return hit
+            if length >= self._read_ahead:
+                return self._fetch(offset, length)
+            window_len = min(self._read_ahead, self._size - offset)
+            window = self._fetch(offset, window_len)
+            self._cache[offset] = window
+            while len(self._cache) > self._cache_windows:
+                self._cache.popitem(last=False)
+            return window[:length]
+
+    def verify(self) -> None:
+        """Stat the file again: raise `FileVanished` or `FileChanged` if it is not as opened.
+
+        Call before marking a file done, so that a file rewritten with the same length while it
+        was read is not recorded as streamed.
+        """
+        status = self._retrying("stat", lambda: self._client.status(self._path, strict=False))
+        if status is None:
+            raise FileVanished(self._path, "deleted while it was being read")
+        self._check_status(status)
+
+    def close(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def __enter__(self) -> WebHdfsFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def aread_at(self, offset: int, length: int) -> bytes:
+        """`read_at` in a worker thread, for code running on the event loop."""
+        return await asyncio.to_thread(self.read_at, offset, length)
+
+    def _from_cache(self, offset: int, length: int) -> bytes | None:
+        for start, data in reversed(self._cache.items()):
+            if start <= offset and offset + length <= start + len(data):
+                self._cache.move_to_end(start)
+                return data[offset - start:offset - start + length]
+        return None
+
+    def _fetch(self, offset: int, length: int) -> bytes:
+        def once() -> bytes:
+            self.requests += 1
+            with self._client.read(self._path, offset=offset, length=length) as reader:
+                return bytes(reader.read())
+
+        data = self._retrying(f"read {length} bytes at offset {offset}", once)
+        if len(data) != length:
+            # Within the size we were told: the file is shorter than when we opened it.
+            self.verify()
+            raise FileChanged(self._path, f"read {len(data)} of {length} bytes at offset "
+                                          f"{offset}: the file changed while it was read")
+        return data
+
+    def _check_status(self, status: dict[str, Any]) -> None:
+        size = int(status["length"])
+        file_id = int(status["fileId"]) if "fileId" in status else None
+        if size != self._size:
+            raise FileChanged(self._path, f"length changed from {self._size} to {size} bytes "
+                                          "while it was read")
+        if file_id is not None and self._file_id is not None and file_id != self._file_id:
+            raise FileChanged(self._path, f"fileId changed from {self._file_id} to {file_id}: "
+                                          "the file was replaced while it was read")
+
+    def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
+        delay = self._backoff
+        for attempt in range(self._retries + 1):
+            try:
+                return call()
+            except HdfsError as exc:
+                if exc.exception == "FileNotFoundException" or "does not exist" in exc.message:
+                    raise FileVanished(self._path, f"{what}: {exc.message}") from None
+                if not _transient(exc) or attempt == self._retries:
+                    raise ReadFailed(self._path, f"{what}: {exc.message}") from exc
+            except (requests.ConnectionError, requests.Timeout,
+                    requests.exceptions.ChunkedEncodingError) as exc:
+                if attempt == self._retries:
+                    raise ReadFailed(self._path, f"{what}: {exc} (after {attempt + 1} "
+                                                 "attempts)") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
+
+
+async def aopen_webhdfs(client_or_url: Client | str, path: str, user: str | None = None,
+                        **kwargs: Any) -> WebHdfsFile:
+    """Open a `WebHdfsFile` (which stats the file) in a worker thread."""
+    return await asyncio.to_thread(WebHdfsFile, client_or_url, path, user, **kwargs)
+
+
+def _transient(exc: HdfsError) -> bool:
+    if exc.exception in ("RetriableException", "StandbyException", "SafeModeException",
+                         "IOException", "ConnectException", "SocketTimeoutException"):
+        return True
+    # HdfsCLI reports bodies that are not WebHDFS JSON (proxies, 5xx pages) with no exception.
+    return exc.exception is None
+
+
+def _check_range(path: str, offset: int, length: int) -> None:
+    if offset < 0 or length < 0:
+        raise ValueError(f"{path}: bad range offset={offset} length={length}")
+
+
+class FileIO(io.RawIOBase):
+    """A seekable, read-only file object over a `RandomAccessFile`, for pyarrow and fastavro.
+
+    Wrap it in `pyarrow.PythonFile(FileIO(f), mode="r")` for pyarrow. Closing it does not close
+    the underlying file.
+    """
+
+    def __init__(self, file: RandomAccessFile) -> None:
+        super().__init__()
+        self._file = file
+        self._pos = 0
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self._file.path
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self._file.size + offset
+        else:
+            raise ValueError(f"bad whence {whence}")
+        if pos < 0:
+            raise ValueError(f"negative seek position {pos}")
+        self._pos = pos
+        return pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            size = max(0, self._file.size - self._pos)
+        data = self._file.read_at(self._pos, size)
+        self._pos += len(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[:len(data)] = data
+        return len(data)
+
+    def size(self) -> int:
+        return self._file.size
