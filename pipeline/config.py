@@ -1,0 +1,447 @@
+"""The daemon's configuration: one TOML file, validated once into frozen dataclasses.
+
+Every mistake is collected and reported together, each naming the file, the source and the
+field, before anything starts. Kafka client settings are accepted under Kafka's own names
+(`security.protocol`, `sasl.mechanism`, `compression.type`, `linger.ms`...) as users copy them
+from their client.properties, either inline in `[kafka]` or from `client_properties = FILE`.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("parquet", "avro", "auto")
+VALUE_FORMATS = ("json", "avro")
+START_FROM = ("earliest", "latest")
+TOLERANCES = ("none", "all")
+DETECTORS = ("inotify", "listing")
+TIMESTAMP_MODES = ("iso", "epoch_ms", "epoch_us")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+class ConfigError(Exception):
+    """The configuration file is wrong; `problems` lists every mistake found."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        lines = "\n".join(f"  {path}: {p}" for p in problems)
+        super().__init__(f"{len(problems)} problem(s) in {path}:\n{lines}")
+
+
+@dataclass(frozen=True)
+class ErrorPolicy:
+    """What to do with a file that cannot be read (after Kafka Connect's KIP-298)."""
+
+    retry_timeout_ms: int = 300_000
+    retry_max_delay_ms: int = 60_000
+    tolerance: str = "all"
+    dead_letter_topic: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    path: str
+    topic: str
+    format: str = "auto"
+    key: tuple[str, ...] = ()
+    value_format: str = "json"
+    start_from: str = "earliest"
+    headers: bool = False
+    timestamps: str = "iso"
+    rows_per_second: float | None = None
+    bytes_per_second: float | None = None
+    paused: bool = False
+    errors: ErrorPolicy = field(default_factory=ErrorPolicy)
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    instance_id: str
+    http: str = "127.0.0.1:9464"
+    admin_token: str | None = None
+    log_level: str = "info"
+    log_format: str = "json"
+    workers: int = 2
+    queue_size: int = 64
+    unit_rows: int = 20_000
+    transaction_max_rows: int = 200_000
+    transaction_max_bytes: int = 32 * 1024 * 1024
+    transaction_max_ms: int = 200
+    ledger_retention_hours: float = 168.0
+    shutdown_timeout_s: float = 30.0
+    rows_per_second: float | None = None
+
+
+@dataclass(frozen=True)
+class HdfsConfig:
+    namenodes: tuple[str, ...]
+    webhdfs: str
+    user: str
+    hadoop_conf_dir: str | None = None
+    detector: str = "inotify"
+    listing_interval_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap: str
+    ledger_topic: str = "hdfs2kafka.ledger"
+    ledger_replication: int | None = None
+    client: Mapping[str, Any] = field(default_factory=dict)
+    """aiokafka keyword arguments derived from the Kafka-named settings."""
+    schema_registry: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    daemon: DaemonConfig
+    hdfs: HdfsConfig
+    kafka: KafkaConfig
+    sources: tuple[SourceConfig, ...]
+
+    def source(self, name: str) -> SourceConfig | None:
+        return next((s for s in self.sources if s.name == name), None)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a configuration file; raise ConfigError naming every mistake."""
+    path = str(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(path, ["file not found"]) from None
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
+    return parse(raw, path)
+
+
+def parse(raw: Mapping[str, Any], path: str = "<config>") -> Config:
+    v = _Validator(path)
+    known = {"daemon", "hdfs", "kafka", "sources"}
+    for key in raw:
+        if key not in known:
+            v.problem(key, f"unknown section (expected one of {', '.join(sorted(known))})")
+    daemon = _daemon(v, _table(v, raw, "daemon", required=True))
+    hdfs = _hdfs(v, _table(v, raw, "hdfs", required=True))
+    kafka = _kafka(v, _table(v, raw, "kafka", required=True), Path(path).parent)
+    sources = _sources(v, raw.get("sources", []))
+    if v.problems:
+        raise ConfigError(path, v.problems)
+    assert daemon and hdfs and kafka
+    return Config(path=path, daemon=daemon, hdfs=hdfs, kafka=kafka, sources=tuple(sources))
+
+
+class _Validator:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.problems: list[str] = []
+
+    def problem(self, where: str, msg: str) -> None:
+        self.problems.append(f"{where}: {msg}")
+
+    def get(self, table: Mapping[str, Any], where: str, key: str, kind: type | tuple[type, ...],
+            default: Any = None, required: bool = False) -> Any:
+        if key not in table:
+            if required:
+                self.problem(f"{where}.{key}", "missing (required)")
+            return default
+        value = table[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and kind is not bool and bool not in _as_tuple(kind):
+            self.problem(f"{where}.{key}", f"expected {_kind_name(kind)}, got a boolean")
+            return default
+        if not isinstance(value, kind):
+            self.problem(f"{where}.{key}", f"expected {_kind_name(kind)}, got {type(value).__name__} {value!r}")
+            return default
+        return value
+
+    def choice(self, table: Mapping[str, Any], where: str, key: str, choices: tuple[str, ...],
+               default: str) -> str:
+        value = self.get(table, where, key, str, default)
+        if value not in choices:
+            self.problem(f"{where}.{key}", f"must be one of {', '.join(choices)} (got {value!r})")
+            return default
+        return str(value)
+
+    def positive(self, table: Mapping[str, Any], where: str, key: str, kind: type, default: Any,
+                 optional: bool = False) -> Any:
+        value = self.get(table, where, key, kind, default)
+        if value is None and optional:
+            return None
+        if value is not None and value <= 0:
+            self.problem(f"{where}.{key}", f"must be greater than 0 (got {value!r})")
+            return default
+        return value
+
+    def unknown(self, table: Mapping[str, Any], where: str, allowed: set[str]) -> None:
+        for key in table:
+            if key not in allowed:
+                self.problem(f"{where}.{key}", f"unknown field (allowed: {', '.join(sorted(allowed))})")
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "a list", dict: "a table"}
+    return " or ".join(names.get(k, k.__name__) for k in _as_tuple(kind))
+
+
+def _table(v: _Validator, raw: Mapping[str, Any], key: str, required: bool) -> dict[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            v.problem(f"[{key}]", "missing section (required)")
+        return {}
+    if not isinstance(value, dict):
+        v.problem(f"[{key}]", "must be a table")
+        return {}
+    return value
+
+
+def _daemon(v: _Validator, t: Mapping[str, Any]) -> DaemonConfig | None:
+    w = "daemon"
+    v.unknown(t, w, {f for f in DaemonConfig.__dataclass_fields__})
+    instance_id = v.get(t, w, "instance_id", str, "", required=True)
+    if instance_id and not NAME_RE.match(instance_id):
+        v.problem(f"{w}.instance_id", "use letters, digits, '.', '_' or '-' (max 100)")
+    http = v.get(t, w, "http", str, "127.0.0.1:9464")
+    if http and not _host_port(http):
+        v.problem(f"{w}.http", f"expected HOST:PORT (got {http!r})")
+    level = v.choice(t, w, "log_level", ("debug", "info", "warning", "error"), "info")
+    fmt = v.choice(t, w, "log_format", ("json", "console"), "json")
+    return DaemonConfig(
+        instance_id=instance_id or "",
+        http=http,
+        admin_token=v.get(t, w, "admin_token", str, None),
+        log_level=level,
+        log_format=fmt,
+        workers=v.positive(t, w, "workers", int, 2),
+        queue_size=v.positive(t, w, "queue_size", int, 64),
+        unit_rows=v.positive(t, w, "unit_rows", int, 20_000),
+        transaction_max_rows=v.positive(t, w, "transaction_max_rows", int, 200_000),
+        transaction_max_bytes=v.positive(t, w, "transaction_max_bytes", int, 32 * 1024 * 1024),
+        transaction_max_ms=v.positive(t, w, "transaction_max_ms", int, 200),
+        ledger_retention_hours=v.positive(t, w, "ledger_retention_hours", float, 168.0),
+        shutdown_timeout_s=v.positive(t, w, "shutdown_timeout_s", float, 30.0),
+        rows_per_second=v.positive(t, w, "rows_per_second", float, None, optional=True),
+    )
+
+
+def _host_port(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
+
+
+def _hdfs(v: _Validator, t: Mapping[str, Any]) -> HdfsConfig | None:
+    w = "hdfs"
+    v.unknown(t, w, {f for f in HdfsConfig.__dataclass_fields__})
+    namenodes = v.get(t, w, "namenodes", list, [])
+    conf_dir = v.get(t, w, "hadoop_conf_dir", str, None)
+    if not namenodes and not conf_dir:
+        v.problem(f"{w}.namenodes", "missing: give NameNode RPC addresses or hadoop_conf_dir")
+    for i, nn in enumerate(namenodes):
+        if not isinstance(nn, str) or not _host_port(nn):
+            v.problem(f"{w}.namenodes[{i}]", f"expected HOST:PORT (got {nn!r})")
+    webhdfs = v.get(t, w, "webhdfs", str, "", required=True)
+    if webhdfs and not webhdfs.startswith(("http://", "https://")):
+        v.problem(f"{w}.webhdfs", f"expected an http(s):// URL (got {webhdfs!r})")
+    user = v.get(t, w, "user", str, "", required=True)
+    return HdfsConfig(
+        namenodes=tuple(n for n in namenodes if isinstance(n, str)),
+        webhdfs=(webhdfs or "").rstrip("/"),
+        user=user or "",
+        hadoop_conf_dir=conf_dir,
+        detector=v.choice(t, w, "detector", DETECTORS, "inotify"),
+        listing_interval_s=v.positive(t, w, "listing_interval_s", float, 10.0),
+    )
+
+
+# Kafka's own names -> aiokafka keyword arguments (value converter).
+_KAFKA_SETTINGS: dict[str, tuple[str, Any]] = {
+    "security.protocol": ("security_protocol", str),
+    "sasl.mechanism": ("sasl_mechanism", str),
+    "sasl.kerberos.service.name": ("sasl_kerberos_service_name", str),
+    "sasl.kerberos.domain.name": ("sasl_kerberos_domain_name", str),
+    "sasl.username": ("sasl_plain_username", str),
+    "sasl.password": ("sasl_plain_password", str),
+    "compression.type": ("compression_type", str),
+    "batch.size": ("max_batch_size", int),
+    "linger.ms": ("linger_ms", int),
+    "request.timeout.ms": ("request_timeout_ms", int),
+    "transaction.timeout.ms": ("transaction_timeout_ms", int),
+    "max.request.size": ("max_request_size", int),
+    "client.id": ("client_id", str),
+    "metadata.max.age.ms": ("metadata_max_age_ms", int),
+    "retry.backoff.ms": ("retry_backoff_ms", int),
+    "connections.max.idle.ms": ("connections_max_idle_ms", int),
+}
+_SSL_SETTINGS = {"ssl.ca.location", "ssl.certificate.location", "ssl.key.location", "ssl.key.password",
+                 "ssl.endpoint.identification.algorithm"}
+_COMPRESSION = ("none", "gzip", "snappy", "lz4", "zstd")
+_KAFKA_OWN = {"bootstrap", "ledger_topic", "ledger_replication", "client_properties", "schema_registry"}
+
+
+def _flatten(t: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, val in t.items():
+        name = f"{prefix}{k}"
+        if isinstance(val, dict):
+            out.update(_flatten(val, f"{name}."))
+        else:
+            out[name] = val
+    return out
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """Java .properties (the subset client.properties files use: key=value, # comments)."""
+    props: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        key, _, value = line.partition("=") if "=" in line else line.partition(":")
+        props[key.strip()] = value.strip()
+    return props
+
+
+_JAAS_FIELD = re.compile(r'(username|password)\s*=\s*"([^"]*)"')
+
+
+def _kafka(v: _Validator, t: Mapping[str, Any], base: Path) -> KafkaConfig | None:
+    w = "kafka"
+    bootstrap = v.get(t, w, "bootstrap", str, "", required=True)
+    ledger_topic = v.get(t, w, "ledger_topic", str, "hdfs2kafka.ledger")
+    if ledger_topic and not TOPIC_RE.match(ledger_topic):
+        v.problem(f"{w}.ledger_topic", f"not a valid Kafka topic name: {ledger_topic!r}")
+    settings: dict[str, Any] = {}
+    props_file = v.get(t, w, "client_properties", str, None)
+    if props_file:
+        p = Path(props_file) if Path(props_file).is_absolute() else base / props_file
+        try:
+            settings.update(read_properties(p))
+        except OSError as exc:
+            v.problem(f"{w}.client_properties", f"cannot read {p}: {exc.strerror}")
+    settings.update(_flatten({k: val for k, val in t.items() if k not in _KAFKA_OWN}))
+    client: dict[str, Any] = {}
+    ssl: dict[str, str] = {}
+    for name, value in settings.items():
+        where = f"{w}.{name}"
+        if name in ("bootstrap.servers",):
+            bootstrap = bootstrap or str(value)
+        elif name == "acks":
+            if str(value) not in ("all", "-1"):
+                v.problem(where, "must be 'all': exactly-once delivery needs acks=all")
+        elif name in ("enable.idempotence", "transactional.id", "isolation.level"):
+            v.problem(where, "set by hdfs2kafka itself (transactions need it); remove it")
+        elif name == "sasl.jaas.config":
+            for fname, fval in _JAAS_FIELD.findall(str(value)):
+                client["sasl_plain_username" if fname == "username" else "sasl_plain_password"] = fval
+        elif name in _SSL_SETTINGS:
+            ssl[name] = str(value)
+        elif name.startswith("ssl.truststore") or name.startswith("ssl.keystore"):
+            v.problem(where, "Java key stores are not readable here; give PEM files with "
+                             "ssl.ca.location, ssl.certificate.location and ssl.key.location")
+        elif name in _KAFKA_SETTINGS:
+            arg, conv = _KAFKA_SETTINGS[name]
+            try:
+                client[arg] = conv(value)
+            except (TypeError, ValueError):
+                v.problem(where, f"expected {_kind_name(conv)} (got {value!r})")
+        else:
+            v.problem(where, "unknown Kafka setting (supported: "
+                             f"{', '.join(sorted([*_KAFKA_SETTINGS, *_SSL_SETTINGS, 'sasl.jaas.config', 'acks']))})")
+    if client.get("compression_type") == "none":
+        client.pop("compression_type")
+    elif "compression_type" in client and client["compression_type"] not in _COMPRESSION:
+        v.problem(f"{w}.compression.type", f"must be one of {', '.join(_COMPRESSION)}")
+    if ssl:
+        client["_ssl"] = ssl
+    replication = v.positive(t, w, "ledger_replication", int, None, optional=True)
+    return KafkaConfig(bootstrap=bootstrap or "", ledger_topic=ledger_topic, ledger_replication=replication,
+                       client=client, schema_registry=v.get(t, w, "schema_registry", str, None))
+
+
+def _sources(v: _Validator, raw: Any) -> list[SourceConfig]:
+    if not isinstance(raw, list):
+        v.problem("sources", "must be an array of tables ([[sources]])")
+        return []
+    out: list[SourceConfig] = []
+    seen: set[str] = set()
+    allowed = {f for f in SourceConfig.__dataclass_fields__}
+    for i, t in enumerate(raw):
+        if not isinstance(t, dict):
+            v.problem(f"sources[{i}]", "must be a table")
+            continue
+        name = t.get("name")
+        w = f"sources[{name}]" if isinstance(name, str) and name else f"sources[{i}]"
+        v.unknown(t, w, allowed)
+        name = v.get(t, w, "name", str, "", required=True)
+        if name and not NAME_RE.match(name):
+            v.problem(f"{w}.name", "use letters, digits, '.', '_' or '-' (max 100)")
+        if name in seen:
+            v.problem(f"{w}.name", "another source has the same name")
+        seen.add(name)
+        path = v.get(t, w, "path", str, "", required=True)
+        if path and not path.startswith("/"):
+            v.problem(f"{w}.path", f"must be an absolute HDFS path or glob (got {path!r})")
+        topic = v.get(t, w, "topic", str, "", required=True)
+        if topic and not TOPIC_RE.match(topic):
+            v.problem(f"{w}.topic", f"not a valid Kafka topic name: {topic!r}")
+        key = v.get(t, w, "key", (list, str), [])
+        keys = (key,) if isinstance(key, str) else tuple(key)
+        for j, k in enumerate(keys):
+            if not isinstance(k, str) or not k:
+                v.problem(f"{w}.key[{j}]", "expected a column name")
+        errors = _error_policy(v, t.get("errors", {}), f"{w}.errors")
+        value_format = v.choice(t, w, "value_format", VALUE_FORMATS, "json")
+        out.append(SourceConfig(
+            name=name or "",
+            path=path or "",
+            topic=topic or "",
+            format=v.choice(t, w, "format", FORMATS, "auto"),
+            key=tuple(k for k in keys if isinstance(k, str)),
+            value_format=value_format,
+            start_from=v.choice(t, w, "start_from", START_FROM, "earliest"),
+            headers=v.get(t, w, "headers", bool, False),
+            timestamps=v.choice(t, w, "timestamps", TIMESTAMP_MODES, "iso"),
+            rows_per_second=v.positive(t, w, "rows_per_second", float, None, optional=True),
+            bytes_per_second=v.positive(t, w, "bytes_per_second", float, None, optional=True),
+            paused=v.get(t, w, "paused", bool, False),
+            errors=errors,
+        ))
+    return out
+
+
+def _error_policy(v: _Validator, t: Any, w: str) -> ErrorPolicy:
+    if not isinstance(t, dict):
+        v.problem(w, "must be a table")
+        return ErrorPolicy()
+    v.unknown(t, w, {f for f in ErrorPolicy.__dataclass_fields__})
+    dlq = v.get(t, w, "dead_letter_topic", str, None)
+    if dlq and not TOPIC_RE.match(dlq):
+        v.problem(f"{w}.dead_letter_topic", f"not a valid Kafka topic name: {dlq!r}")
+    return ErrorPolicy(
+        retry_timeout_ms=v.positive(t, w, "retry_timeout_ms", int, 300_000),
+        retry_max_delay_ms=v.positive(t, w, "retry_max_delay_ms", int, 60_000),
+        tolerance=v.choice(t, w, "tolerance", TOLERANCES, "all"),
+        dead_letter_topic=dlq,
+    )

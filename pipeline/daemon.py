@@ -1,0 +1,510 @@
+"""The daemon's life, top to bottom: recover, stream, reload, drain.
+
+    run()
+      loop until stopped:
+        recover()   create the ledger topic if missing; start the transactional producer (this
+                    fences a zombie with the same instance_id and aborts its open transaction);
+                    read the ledger with read_committed to its end
+        stream()    tailer -> detector -> bounded work queue -> worker pool -> committer
+                    (+ listing reconciliation at first start, for new `earliest` sources and
+                    after an edit-stream gap)
+        on a failed transaction: rebuild everything from the ledger, as after a crash
+      drain         stop detection and workers, commit the open transaction, stop the producer
+
+Signal handlers only set state that the loop acts on: SIGTERM/SIGINT stop, SIGHUP reloads the
+source registry. Being fenced by another instance ends the daemon with exit code 3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from pipeline import config as config_mod
+from pipeline import ledger as ledger_mod
+from pipeline.config import Config, SourceConfig
+from pipeline.ledger import FileEntry, LedgerState
+from pipeline.producer import (
+    Committer,
+    CommitterError,
+    Fenced,
+    FileFinished,
+    FileQuarantined,
+    FilesRecorded,
+    Item,
+    UnitRecords,
+)
+from pipeline.workers import FileOpener, FileWork, WorkerPool
+
+log = structlog.get_logger("hdfs2kafka.daemon")
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_FENCED = 3
+STREAM_RECORD_INTERVAL_S = 5.0
+
+
+@dataclass
+class SourceRuntime:
+    """Live state of one source (what /status shows and the admin verbs change)."""
+
+    config: SourceConfig
+    paused: bool = False
+    failed: str | None = None
+    files_detected: int = 0
+    last_error: str | None = None
+
+
+@dataclass
+class FlowState:
+    """What belongs to one life of the flow (rebuilt after a failed transaction)."""
+
+    state: LedgerState
+    committer: Committer
+    pool: WorkerPool
+    work_queue: asyncio.Queue[FileWork]
+    in_flight: set[int] = field(default_factory=set)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.sources: dict[str, SourceRuntime] = {
+            s.name: SourceRuntime(config=s, paused=s.paused) for s in config.sources}
+        self.stopping = asyncio.Event()
+        self.ready = False
+        self.exit_code = EXIT_OK
+        self.flow: FlowState | None = None
+        self.edit_txid: int | None = None
+        self.namenode_txid: int | None = None
+        self.last_edit_batch_unix: float | None = None
+        self.last_errors: list[dict[str, Any]] = []
+        self.started_unix = time.time()
+        self._reload_requested = False
+        self._restart_requested = False
+        self._namenode: Any = None
+        self.limiter: Any = None
+        self.hooks: list[Any] = []  # observers (metrics, sd_notify) with optional callbacks
+
+    # ------------------------------------------------------------------ life
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        log.info("starting", instance_id=self.config.daemon.instance_id,
+                 sources=[s.name for s in self.config.sources], config=self.config.path)
+        delay = 1.0
+        try:
+            while not self.stopping.is_set():
+                try:
+                    await self._life()
+                    delay = 1.0
+                except Fenced as exc:
+                    log.error("fenced: another hdfs2kafka with this instance_id is running; stopping",
+                              instance_id=self.config.daemon.instance_id, error=str(exc))
+                    self.exit_code = EXIT_FENCED
+                    return self.exit_code
+                except (CommitterError, ledger_mod.LedgerError, OSError, Exception) as exc:
+                    if self.stopping.is_set():
+                        break
+                    self._note_error(None, f"{type(exc).__name__}: {exc}")
+                    log.error("flow failed; recovering from the ledger", error=str(exc),
+                              error_type=type(exc).__name__, retry_in_s=delay,
+                              exc_info=not isinstance(exc, CommitterError | OSError))
+                    self.ready = False
+                    try:
+                        await asyncio.wait_for(self.stopping.wait(), delay)
+                    except TimeoutError:
+                        pass
+                    delay = min(delay * 2, 30.0)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            if self._namenode is not None:
+                await self._namenode.close()
+        log.info("stopped", exit_code=self.exit_code)
+        return self.exit_code
+
+    def request_stop(self) -> None:
+        log.info("stop requested")
+        self._notify("stopping")
+        self.stopping.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+
+    async def _life(self) -> None:
+        """One life of the flow: recover, stream until stopped or failed, drain."""
+        self._restart_requested = False
+        producer = await self._start_producer()
+        try:
+            state = await self._recover()
+            flow = self._build_flow(producer, state)
+            self.flow = flow
+            await self._stream(flow)
+        finally:
+            self.flow = None
+            try:
+                await producer.stop()
+            except Exception:
+                log.warning("producer stop failed", exc_info=True)
+
+    # ------------------------------------------------------------------ recover
+
+    async def _start_producer(self) -> Any:
+        from aiokafka import AIOKafkaProducer
+        from aiokafka.errors import KafkaError
+
+        k = self.config.kafka
+        await ledger_mod.ensure_topic(k.bootstrap, k.ledger_topic, self._client_args(), k.ledger_replication)
+        args = self._client_args()
+        args.setdefault("max_batch_size", 512 * 1024)
+        args.setdefault("linger_ms", 5)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=k.bootstrap,
+            transactional_id=f"hdfs2kafka-{self.config.daemon.instance_id}",
+            enable_idempotence=True, acks="all", **args)
+        try:
+            # Starting the transactional producer fences any zombie with the same id and aborts
+            # its open transaction, so the ledger can then be read to its end.
+            await producer.start()
+        except KafkaError:
+            await producer.stop()
+            raise
+        return producer
+
+    def _client_args(self) -> dict[str, Any]:
+        args = {k: v for k, v in self.config.kafka.client.items() if k != "_ssl"}
+        ssl = self.config.kafka.client.get("_ssl")
+        if ssl:
+            from aiokafka.helpers import create_ssl_context
+
+            ctx = create_ssl_context(cafile=ssl.get("ssl.ca.location"),
+                                     certfile=ssl.get("ssl.certificate.location"),
+                                     keyfile=ssl.get("ssl.key.location"),
+                                     password=ssl.get("ssl.key.password"))
+            if ssl.get("ssl.endpoint.identification.algorithm", "https") == "":
+                ctx.check_hostname = False
+            args["ssl_context"] = ctx
+        return args
+
+    async def _recover(self) -> LedgerState:
+        started = time.monotonic()
+        k = self.config.kafka
+        state = LedgerState(self.config.daemon.instance_id)
+        await ledger_mod.read_ledger(k.bootstrap, k.ledger_topic, state, self._client_args())
+        counts = state.counts()
+        log.info("ledger read", records=state.records_read, stream_txid=state.stream_txid,
+                 unfinished=counts["pending"] + counts["active"], done=counts["done"],
+                 quarantined=counts["quarantined"], mtime_floor=state.mtime_floor,
+                 seconds=round(time.monotonic() - started, 3))
+        return state
+
+    # ------------------------------------------------------------------ stream
+
+    def _build_flow(self, producer: Any, state: LedgerState) -> FlowState:
+        d = self.config.daemon
+        committer = Committer(
+            producer, state, self.config.kafka.ledger_topic,
+            max_rows=d.transaction_max_rows, max_bytes=d.transaction_max_bytes,
+            max_ms=d.transaction_max_ms, retention_ms=int(d.ledger_retention_hours * 3600_000),
+            queue_size=max(4, d.workers * 4), on_commit=self._on_commit)
+        work_queue: asyncio.Queue[FileWork] = asyncio.Queue(maxsize=d.queue_size)
+        pool = WorkerPool(
+            queue=work_queue, out=committer.queue, sources=self._source_config,
+            opener=FileOpener(self.config.hdfs.webhdfs, self.config.hdfs.user,
+                              self.config.kafka.schema_registry),
+            unit_rows=d.unit_rows, workers=d.workers,
+            limiter=self.limiter, is_paused=self._is_paused,
+            on_source_failed=self._source_failed)
+        return FlowState(state=state, committer=committer, pool=pool, work_queue=work_queue)
+
+    async def _stream(self, flow: FlowState) -> None:
+        flow.pool.start()
+        committer_task = asyncio.create_task(flow.committer.run(), name="committer")
+        detect_task = asyncio.create_task(self._detect(flow), name="detector")
+        flow.tasks = [committer_task, detect_task]
+        stop_task = asyncio.create_task(self.stopping.wait(), name="stop")
+        try:
+            while True:
+                done, _ = await asyncio.wait([committer_task, detect_task, stop_task],
+                                             timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                if self._reload_requested:
+                    self._reload_requested = False
+                    if await self.reload():
+                        # Added sources get their first-start treatment in a new life.
+                        self._restart_requested = True
+                if stop_task in done or self._restart_requested:
+                    break
+                for t in done:
+                    if t is not stop_task:
+                        exc = t.exception()
+                        if exc is not None:
+                            raise exc
+                        raise CommitterError(f"{t.get_name()} ended unexpectedly")
+            # Drain: stop detecting and decoding, then commit what the committer holds.
+            detect_task.cancel()
+            await flow.pool.stop()
+            flow.committer.stop()
+            try:
+                await asyncio.wait_for(asyncio.shield(committer_task), self.config.daemon.shutdown_timeout_s)
+            except TimeoutError:
+                log.warning("open transaction not committed in time; it will be aborted",
+                            timeout_s=self.config.daemon.shutdown_timeout_s)
+            if committer_task.done() and not committer_task.cancelled() and committer_task.exception():
+                raise committer_task.exception()  # type: ignore[misc]
+        finally:
+            stop_task.cancel()
+            for t in (detect_task, committer_task):
+                t.cancel()
+            await asyncio.gather(detect_task, committer_task, return_exceptions=True)
+            await flow.pool.stop()
+
+    # ------------------------------------------------------------------ detection
+
+    async def _namenode_client(self) -> Any:
+        if self._namenode is None:
+            from hdfswatch.namenode import NameNodeClient
+
+            h = self.config.hdfs
+            if h.namenodes:
+                self._namenode = NameNodeClient(list(h.namenodes), user=h.user)
+            else:
+                self._namenode = NameNodeClient.from_hadoop_conf(h.hadoop_conf_dir, user=h.user)
+        return self._namenode
+
+    async def _detect(self, flow: FlowState) -> None:
+        state = flow.state
+        client = await self._namenode_client()
+        # Files recorded but unfinished go first, in the order they became ready.
+        for entry in state.unfinished():
+            await self._dispatch(flow, entry, entry.next)
+        if self.config.hdfs.detector == "listing":
+            self._mark_ready()
+            await self._detect_by_listing(flow, client)
+            return
+        await self._detect_by_edits(flow, client)
+
+    async def _detect_by_edits(self, flow: FlowState, client: Any) -> None:
+        from hdfswatch.detector import FileDetector
+
+        from hdfswatch.events import Gap
+
+        state = flow.state
+        first_start = state.stream_txid is None
+        if first_start:
+            anchor = await client.get_current_txid()
+            start_txid = anchor + 1
+        else:
+            start_txid = (state.stream_txid or 0) + 1
+        new_sources = [s for s in self.sources.values() if s.config.name not in state.sources]
+        if new_sources:
+            earliest = [s.config for s in new_sources if s.config.start_from == "earliest"]
+            anchor_txid = start_txid - 1 if first_start else await client.get_current_txid()
+            if earliest:
+                await self._reconcile(flow, client, earliest, reason="first start (earliest)")
+            await flow.committer.queue.put(FilesRecorded(
+                entries=[], stream_txid=anchor_txid if first_start else None,
+                sources_started=[s.config.name for s in new_sources]))
+        self._mark_ready()
+        detector = FileDetector(client, [s.config.path for s in self.sources.values()])
+        self._detector = detector
+        from hdfswatch.tailer import EditTailer
+
+        tailer = EditTailer(client, start_txid=start_txid)
+        self._tailer = tailer
+        last_record = time.monotonic()
+        last_recorded_txid = start_txid - 1
+        async for item in tailer:
+            self.edit_txid = tailer.last_txid
+            self.last_edit_batch_unix = time.time()
+            if isinstance(item, Gap):
+                log.warning("edit-stream gap: events were purged before we read them; reconciling "
+                            "by listing", requested_txid=item.requested_txid,
+                            first_available_txid=item.first_available_txid)
+                await self._reconcile(flow, client, [s.config for s in self.sources.values()],
+                                      reason="edit-stream gap")
+                continue
+            detector.set_patterns([s.config.path for s in self.sources.values()])
+            readies = await detector.feed(item)
+            entries = self._admit(flow, readies, listed=False)
+            txid = item.txid
+            if entries or (txid > last_recorded_txid and time.monotonic() - last_record > STREAM_RECORD_INTERVAL_S):
+                await flow.committer.queue.put(FilesRecorded(entries=entries, stream_txid=txid))
+                last_record = time.monotonic()
+                last_recorded_txid = txid
+                for e in entries:
+                    await self._dispatch(flow, e, None)
+
+    async def _detect_by_listing(self, flow: FlowState, client: Any) -> None:
+        state = flow.state
+        new_sources = [s.config.name for s in self.sources.values() if s.config.name not in state.sources]
+        for name in new_sources:
+            src = self.sources[name].config
+            if src.start_from == "latest":
+                # Everything there now counts as already streamed for a `latest` source.
+                await self._reconcile(flow, client, [src], reason="first start (latest)", skip=True)
+        if new_sources:
+            await flow.committer.queue.put(FilesRecorded(entries=[], sources_started=new_sources))
+        while True:
+            await self._reconcile(flow, client, [s.config for s in self.sources.values()], reason="poll")
+            await asyncio.sleep(self.config.hdfs.listing_interval_s)
+
+    async def _reconcile(self, flow: FlowState, client: Any, sources: Iterable[SourceConfig],
+                         reason: str, skip: bool = False) -> None:
+        from hdfswatch.listing import ListingDetector
+
+        sources = list(sources)
+        if not sources:
+            return
+        listing = ListingDetector(client, [s.path for s in sources])
+        found = 0
+        async for ready in listing.scan():
+            entries = self._admit(flow, [ready], listed=True, only=sources)
+            if not entries:
+                continue
+            found += len(entries)
+            if skip:
+                done = [ledger_mod.advance(e, state=ledger_mod.DONE) for e in entries]
+                await flow.committer.queue.put(FilesRecorded(entries=done))
+                continue
+            await flow.committer.queue.put(FilesRecorded(entries=entries))
+            for e in entries:
+                await self._dispatch(flow, e, None)
+        log.info("listing reconciled", reason=reason, sources=[s.name for s in sources], new_files=found)
+
+    def _route(self, path: str, only: Iterable[SourceConfig] | None = None) -> SourceConfig | None:
+        from hdfswatch.detector import PathMatcher
+
+        for src in only if only is not None else (s.config for s in self.sources.values()):
+            if PathMatcher([src.path]).matches(path):
+                return src
+        return None
+
+    def _admit(self, flow: FlowState, readies: Iterable[Any], listed: bool,
+               only: Iterable[SourceConfig] | None = None) -> list[FileEntry]:
+        """Ledger entries for the ready files that must be produced (not done, not in flight)."""
+        out: list[FileEntry] = []
+        only = list(only) if only is not None else None
+        for r in readies:
+            src = self._route(r.path, only)
+            if src is None:
+                continue
+            if r.file_id in flow.in_flight:
+                continue
+            fmt = src.format if src.format != "auto" else ("avro" if r.path.endswith(".avro") else "parquet")
+            verdict, start = flow.state.decide(r.file_id, r.size, r.mtime, fmt, listed)
+            if verdict == "skip":
+                continue
+            entry = FileEntry(source=src.name, path=r.path, file_id=r.file_id, size=r.size, mtime=r.mtime,
+                              ready_txid=getattr(r, "txid", None), ready_ms=ledger_mod.now_ms(),
+                              next=start)
+            if verdict == "changed":
+                entry = ledger_mod.advance(entry, state=ledger_mod.QUARANTINED,
+                                           reason="file changed after it was streamed; write a new file instead")
+                log.warning("done file changed; quarantined", source=src.name, path=r.path)
+            self.sources[src.name].files_detected += 1
+            out.append(entry)
+        return out
+
+    async def _dispatch(self, flow: FlowState, entry: FileEntry, start: str | None) -> None:
+        if entry.finished:
+            return
+        flow.in_flight.add(entry.file_id)
+        await flow.work_queue.put(FileWork(entry=entry, start=start))
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _on_commit(self, items: list[Item]) -> None:
+        flow = self.flow
+        for item in items:
+            if (isinstance(item, UnitRecords) and item.final) or isinstance(item, FileFinished | FileQuarantined):
+                if flow is not None:
+                    flow.in_flight.discard(item.file_id)
+            if isinstance(item, FileQuarantined):
+                self._note_error(item.source, item.reason)
+        for hook in self.hooks:
+            fn = getattr(hook, "on_commit", None)
+            if fn:
+                fn(items)
+
+    def _source_config(self, name: str) -> SourceConfig | None:
+        rt = self.sources.get(name)
+        return rt.config if rt is not None else None
+
+    def _is_paused(self, name: str) -> bool:
+        rt = self.sources.get(name)
+        return bool(rt and (rt.paused or self.stopping.is_set()))
+
+    def _source_failed(self, name: str, reason: str) -> None:
+        rt = self.sources.get(name)
+        if rt is not None:
+            rt.failed = reason
+            rt.paused = True
+        self._note_error(name, reason)
+
+    def _note_error(self, source: str | None, message: str) -> None:
+        self.last_errors.append({"time": time.time(), "source": source, "error": message})
+        del self.last_errors[:-20]
+
+    def _mark_ready(self) -> None:
+        if not self.ready:
+            self.ready = True
+            log.info("ready: recovery done, streaming")
+            self._notify("ready")
+
+    def _notify(self, what: str) -> None:
+        for hook in self.hooks:
+            fn = getattr(hook, f"on_{what}", None)
+            if fn:
+                fn()
+
+    # ------------------------------------------------------------------ reload
+
+    async def reload(self) -> bool:
+        """Re-read the config file; apply the source registry atomically or keep the old one.
+
+        Returns True when sources were added (they need a new life of the flow to start).
+        """
+        self._notify("reloading")
+        try:
+            new = config_mod.load(self.config.path)
+        except config_mod.ConfigError as exc:
+            log.error("reload refused; the running registry stays", problems=exc.problems,
+                      config=self.config.path)
+            self._notify("reload_failed")
+            self._notify("ready")
+            return False
+        old_names = set(self.sources)
+        new_names = {s.name for s in new.sources}
+        for s in new.sources:
+            rt = self.sources.get(s.name)
+            if rt is None:
+                self.sources[s.name] = SourceRuntime(config=s, paused=s.paused)
+            else:
+                if rt.config.paused != s.paused:
+                    rt.paused = s.paused
+                rt.config = s
+        for name in old_names - new_names:
+            self.sources.pop(name, None)
+        self.config = Config(path=self.config.path, daemon=new.daemon, hdfs=self.config.hdfs,
+                             kafka=self.config.kafka, sources=new.sources)
+        if self.flow is not None:
+            self.flow.pool.resize(new.daemon.workers)
+        log.info("registry reloaded", added=sorted(new_names - old_names),
+                 removed=sorted(old_names - new_names), sources=sorted(new_names))
+        for hook in self.hooks:
+            fn = getattr(hook, "on_reloaded", None)
+            if fn:
+                fn(self)
+        self._notify("ready")
+        return bool(new_names - old_names)

@@ -1,0 +1,287 @@
+"""The offset ledger: what the daemon has committed, kept in a compacted Kafka topic.
+
+Each record is written in the same Kafka transaction as the rows it describes, so reading the
+ledger back with read_committed tells exactly which rows are in Kafka. Keys are prefixed with
+the daemon's `instance_id` so several daemons can share one ledger topic.
+
+Records (JSON values, key -> value):
+- `<id>|file|<fileId>`: one file's progress: state pending/active/done/quarantined, the position
+  to resume at (`next`), rows produced, the size/mtime it was read at, the reason if
+  quarantined.
+- `<id>|stream`: the edit-stream txid up to which every ready file has been recorded.
+- `<id>|source|<name>`: a source has started (so `start_from` applies only the first time).
+- `<id>|watermark`: the completion watermark (`mtime_floor`), see below.
+
+Bounded state: a done entry is kept only while its file's mtime is at or above the watermark's
+`mtime_floor` = min(now - retention, mtime of every unfinished file). Older done entries are
+replaced by tombstones so compaction removes them; a listed file below the floor counts as done.
+A file rewritten later gets a new fileId (a new entry); an Avro file appended later is resumed
+from the end position recorded when it was done.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+
+PENDING = "pending"
+ACTIVE = "active"
+DONE = "done"
+QUARANTINED = "quarantined"
+FINISHED = (DONE, QUARANTINED)
+
+LEDGER_TOPIC_CONFIG = {
+    "cleanup.policy": "compact",
+    # Compaction must be able to run while the daemon keeps writing: roll segments often.
+    "segment.ms": str(60 * 60 * 1000),
+    "min.cleanable.dirty.ratio": "0.1",
+    # A tombstone must outlive any reader that could be mid-way through the topic.
+    "delete.retention.ms": str(24 * 60 * 60 * 1000),
+    "min.compaction.lag.ms": "0",
+}
+
+
+class LedgerError(Exception):
+    """The ledger topic cannot be used (wrong settings, unreadable record)."""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    source: str
+    path: str
+    file_id: int
+    size: int
+    mtime: int
+    state: str = PENDING
+    next: str | None = None
+    rows: int = 0
+    ready_txid: int | None = None
+    ready_ms: int = 0
+    reason: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({
+            "source": self.source, "path": self.path, "file_id": self.file_id,
+            "size": self.size, "mtime": self.mtime, "state": self.state, "next": self.next,
+            "rows": self.rows, "ready_txid": self.ready_txid, "ready_ms": self.ready_ms,
+            "reason": self.reason,
+        })
+
+    @classmethod
+    def from_json(cls, data: bytes) -> FileEntry:
+        d = orjson.loads(data)
+        return cls(source=d["source"], path=d["path"], file_id=int(d["file_id"]),
+                   size=int(d["size"]), mtime=int(d["mtime"]), state=d["state"], next=d.get("next"),
+                   rows=int(d.get("rows", 0)), ready_txid=d.get("ready_txid"),
+                   ready_ms=int(d.get("ready_ms", 0)), reason=d.get("reason"))
+
+
+@dataclass(frozen=True)
+class Keys:
+    instance_id: str
+
+    @property
+    def prefix(self) -> bytes:
+        return f"{self.instance_id}|".encode()
+
+    def file(self, file_id: int) -> bytes:
+        return f"{self.instance_id}|file|{file_id}".encode()
+
+    def stream(self) -> bytes:
+        return f"{self.instance_id}|stream".encode()
+
+    def source(self, name: str) -> bytes:
+        return f"{self.instance_id}|source|{name}".encode()
+
+    def watermark(self) -> bytes:
+        return f"{self.instance_id}|watermark".encode()
+
+
+class LedgerState:
+    """The committed ledger, folded in memory. Pure: records in, decisions out."""
+
+    def __init__(self, instance_id: str) -> None:
+        self.keys = Keys(instance_id)
+        self.files: dict[int, FileEntry] = {}
+        self.stream_txid: int | None = None
+        self.sources: dict[str, dict[str, Any]] = {}
+        self.mtime_floor: int = 0
+        self.records_read = 0
+
+    # ---- folding records read back (or just committed)
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None or not key.startswith(self.keys.prefix):
+            return
+        self.records_read += 1
+        kind, _, rest = key[len(self.keys.prefix):].decode().partition("|")
+        try:
+            if kind == "file":
+                fid = int(rest)
+                if value is None:
+                    self.files.pop(fid, None)
+                else:
+                    self.files[fid] = FileEntry.from_json(value)
+            elif kind == "stream" and value is not None:
+                self.stream_txid = int(orjson.loads(value)["txid"])
+            elif kind == "source":
+                if value is None:
+                    self.sources.pop(rest, None)
+                else:
+                    self.sources[rest] = orjson.loads(value)
+            elif kind == "watermark" and value is not None:
+                self.mtime_floor = int(orjson.loads(value)["mtime_floor"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LedgerError(f"unreadable ledger record {key!r}: {exc}") from exc
+
+    # ---- questions the daemon asks
+
+    def unfinished(self) -> list[FileEntry]:
+        """Files recorded but not done, in the order they became ready."""
+        todo = [e for e in self.files.values() if not e.finished]
+        return sorted(todo, key=lambda e: (e.ready_txid or 0, e.ready_ms, e.file_id))
+
+    def decide(self, file_id: int, size: int, mtime: int, fmt: str, listed: bool) -> tuple[str, str | None]:
+        """Whether a ready file should be produced, and from where.
+
+        Returns (verdict, start) with verdict one of:
+        "new" (produce from `start` or the beginning), "skip" (already done or in flight),
+        "appended" (a done Avro file grew: produce from `start`), "changed" (a done file that
+        cannot be resumed changed: quarantine it).
+        """
+        entry = self.files.get(file_id)
+        if entry is None:
+            if listed and mtime < self.mtime_floor:
+                return "skip", None
+            return "new", None
+        if not entry.finished:
+            return "skip", None
+        if size == entry.size:
+            return "skip", None
+        if entry.state == DONE and size > entry.size and fmt == "avro" and entry.next:
+            return "appended", entry.next
+        if entry.state == QUARANTINED:
+            return "new", None
+        return "changed", None
+
+    def new_floor(self, now_ms: int, retention_ms: int) -> int:
+        floor = now_ms - retention_ms
+        for e in self.files.values():
+            if not e.finished:
+                floor = min(floor, e.mtime)
+        return max(floor, self.mtime_floor)
+
+    def compactable(self, floor: int) -> Iterator[FileEntry]:
+        """Finished entries that the watermark already covers."""
+        for e in self.files.values():
+            if e.finished and e.mtime < floor:
+                yield e
+
+    def counts(self) -> dict[str, int]:
+        out = {PENDING: 0, ACTIVE: 0, DONE: 0, QUARANTINED: 0}
+        for e in self.files.values():
+            out[e.state] = out.get(e.state, 0) + 1
+        return out
+
+
+def advance(entry: FileEntry, **changes: Any) -> FileEntry:
+    return replace(entry, **changes)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --------------------------------------------------------------------------- Kafka I/O
+
+
+async def ensure_topic(bootstrap: str, topic: str, client_args: dict[str, Any],
+                       replication: int | None = None) -> None:
+    """Create the compacted ledger topic if it is missing; refuse one that is not compacted."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **_admin_args(client_args))
+    await admin.start()
+    try:
+        meta = await admin.describe_topics([topic])
+        exists = bool(meta) and meta[0].get("error_code", 0) == 0 and meta[0].get("partitions")
+        if not exists:
+            brokers = len((await admin.describe_cluster()).get("brokers", [])) or 1
+            rf = replication or min(3, brokers)
+            try:
+                resp = await admin.create_topics(
+                    [NewTopic(topic, 1, rf, topic_configs=dict(LEDGER_TOPIC_CONFIG))])
+                for _, code, *_rest in getattr(resp, "topic_errors", []):
+                    if code not in (0, 36):  # 36 = TOPIC_ALREADY_EXISTS
+                        raise LedgerError(f"cannot create ledger topic {topic!r}: error code {code}")
+            except TopicAlreadyExistsError:
+                pass
+            return
+        if len(meta[0]["partitions"]) != 1:
+            raise LedgerError(f"ledger topic {topic!r} must have exactly 1 partition "
+                              f"(has {len(meta[0]['partitions'])})")
+        configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        for resp in configs:
+            for res in resp.resources:
+                for entry in res[4]:
+                    if entry[0] == "cleanup.policy" and "compact" not in str(entry[1]):
+                        raise LedgerError(f"ledger topic {topic!r} has cleanup.policy={entry[1]}; "
+                                          "it must be compact")
+    finally:
+        await admin.close()
+
+
+def _admin_args(client_args: dict[str, Any]) -> dict[str, Any]:
+    allowed = {"security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password",
+               "sasl_kerberos_service_name", "sasl_kerberos_domain_name", "ssl_context",
+               "request_timeout_ms", "client_id", "metadata_max_age_ms", "connections_max_idle_ms",
+               "retry_backoff_ms"}
+    return {k: v for k, v in client_args.items() if k in allowed}
+
+
+async def read_ledger(bootstrap: str, topic: str, state: LedgerState, client_args: dict[str, Any],
+                      timeout_s: float = 120.0) -> LedgerState:
+    """Fold every committed record of the ledger into `state`.
+
+    Call only after the transactional producer has started: that fences a dead writer and aborts
+    its open transaction, so the last stable offset reaches the end of the topic.
+    """
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                max_partition_fetch_bytes=8 * 1024 * 1024, **_admin_args(client_args))
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while await consumer.position(tp) < end:
+            if loop.time() > deadline:
+                raise LedgerError(f"reading ledger topic {topic!r} timed out at offset "
+                                  f"{await consumer.position(tp)} of {end}")
+            batch = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
+            for msg in batch.get(tp, []):
+                state.apply(msg.key, msg.value)
+    finally:
+        await consumer.stop()
+    return state
+
+
+def tombstones(state: LedgerState, entries: Iterable[FileEntry]) -> list[tuple[bytes, None]]:
+    return [(state.keys.file(e.file_id), None) for e in entries]

@@ -1,0 +1,243 @@
+"""The worker pool: each worker takes a ready file, decodes it unit by unit and encodes the rows.
+
+A file is handled by one worker from start to end, so its units reach the committer in file
+order; files are spread over the workers. Decoding and encoding run in a thread pool, off the
+event loop (pyarrow, polars and the readers release the GIL in their heavy parts). The
+committer's bounded queue is the backpressure. The number of workers changes live.
+
+Errors follow the source's policy (after Kafka Connect's KIP-298): transient failures are
+retried with backoff, resuming from the last unit handed over, until `retry_timeout_ms`;
+a file that cannot be read is then quarantined (`tolerance = "all"`) or its source is
+stopped (`tolerance = "none"`), and the rest keeps streaming.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from pipeline.config import SourceConfig
+from pipeline.ledger import FileEntry
+from pipeline.positions import AvroPosition, parse_position
+from pipeline.producer import FileFinished, FileQuarantined, Item, UnitRecords
+
+log = structlog.get_logger("hdfs2kafka.workers")
+
+
+@dataclass
+class FileWork:
+    """A file to stream, from `start` (a position string) or from its beginning."""
+
+    entry: FileEntry
+    start: str | None = None
+    ready_monotonic: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Progress:
+    """A file in flight, as /status shows it."""
+
+    source: str
+    path: str
+    file_id: int
+    rows_done: int = 0
+    rows_total: int | None = None
+    position: str | None = None
+    worker: int | None = None
+
+
+class PermanentFileError(Exception):
+    """A file that will not become readable by retrying (corrupt, deleted, changed)."""
+
+
+class SourceStopped(Exception):
+    """The source's error policy says stop (tolerance = none)."""
+
+
+class FileOpener:
+    """Opens a ready file for reading and builds its encoders; runs in a worker thread."""
+
+    def __init__(self, webhdfs_url: str, user: str, schema_registry: str | None = None) -> None:
+        self.webhdfs_url = webhdfs_url
+        self.user = user
+        self.schema_registry = schema_registry
+
+    def open(self, work: FileWork, source: SourceConfig, unit_rows: int) -> Iterator[UnitRecords | FileFinished]:
+        """The file's remaining units, encoded; a FileFinished closes a file whose last unit
+        was already committed (or that has no rows)."""
+        from hdfswatch.ranged import WebHdfsFile
+        from pipeline.encoders import make_encoders
+        from pipeline.readers import open_reader
+
+        entry = work.entry
+        f = WebHdfsFile(self.webhdfs_url, entry.path, user=self.user,
+                        expected_size=entry.size, expected_file_id=entry.file_id)
+        reader = open_reader(f, source.format)
+        encode = make_encoders(source, reader, schema_registry=self.schema_registry)
+        start = parse_position(work.start) if work.start else None
+        total = getattr(reader, "total_rows", None)
+        final_end = str(AvroPosition(entry.size)) if reader.format == "avro" else None
+        last = False
+        for unit in reader.units(start=start, max_rows=unit_rows):
+            values, keys, headers, nbytes = encode(unit, entry.path)
+            last = unit.end is None
+            yield UnitRecords(
+                file_id=entry.file_id, source=source.name, topic=source.topic,
+                start=str(unit.start), end=final_end if last else str(unit.end),
+                values=values, keys=keys, headers=headers, nbytes=nbytes, final=last,
+                total_rows=total, ready_monotonic=work.ready_monotonic,
+            )
+        if not last:
+            yield FileFinished(file_id=entry.file_id, source=source.name, end=final_end,
+                               ready_monotonic=work.ready_monotonic)
+
+
+class WorkerPool:
+    def __init__(self, *, queue: asyncio.Queue[FileWork], out: asyncio.Queue[Item],
+                 sources: Callable[[str], SourceConfig | None], opener: FileOpener,
+                 unit_rows: int, workers: int,
+                 limiter: Any = None, is_paused: Callable[[str], bool] | None = None,
+                 on_source_failed: Callable[[str, str], None] | None = None) -> None:
+        self.queue = queue
+        self.out = out
+        self.sources = sources
+        self.opener = opener
+        self.unit_rows = unit_rows
+        self.limiter = limiter
+        self.is_paused = is_paused or (lambda name: False)
+        self.on_source_failed = on_source_failed
+        self.in_flight: dict[int, Progress] = {}
+        self.busy = 0
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._target = workers
+        self._next_id = 0
+        self._executor = ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="decode")
+        self._parked: list[FileWork] = []
+
+    @property
+    def size(self) -> int:
+        return self._target
+
+    def start(self) -> None:
+        self.resize(self._target)
+
+    def resize(self, workers: int) -> None:
+        """Change the number of workers live. A worker removed finishes its current unit first."""
+        self._target = max(1, workers)
+        self._executor._max_workers = max(self._executor._max_workers, self._target)
+        alive = {i: t for i, t in self._tasks.items() if not t.done()}
+        self._tasks = alive
+        while len(self._tasks) < self._target:
+            wid = self._next_id
+            self._next_id += 1
+            self._tasks[wid] = asyncio.create_task(self._worker(wid), name=f"worker-{wid}")
+
+    def _should_retire(self, wid: int) -> bool:
+        alive = sorted(i for i, t in self._tasks.items() if not t.done())
+        return len(alive) > self._target and wid in alive[self._target:]
+
+    async def stop(self) -> None:
+        for t in self._tasks.values():
+            t.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def parked(self) -> list[FileWork]:
+        return list(self._parked)
+
+    async def _worker(self, wid: int) -> None:
+        while True:
+            if self._should_retire(wid):
+                self._tasks.pop(wid, None)
+                return
+            work = await self.queue.get()
+            source = self.sources(work.entry.source)
+            if source is None:
+                log.info("source removed; file left for when it returns", source=work.entry.source,
+                         path=work.entry.path)
+                continue
+            self.busy += 1
+            prog = Progress(source=source.name, path=work.entry.path, file_id=work.entry.file_id,
+                            rows_done=work.entry.rows, position=work.start, worker=wid)
+            self.in_flight[work.entry.file_id] = prog
+            try:
+                await self._process(work, source, prog)
+            except SourceStopped as exc:
+                self._parked.append(work)
+                if self.on_source_failed:
+                    self.on_source_failed(source.name, str(exc))
+            finally:
+                self.busy -= 1
+                self.in_flight.pop(work.entry.file_id, None)
+
+    async def _process(self, work: FileWork, source: SourceConfig, prog: Progress) -> None:
+        policy = source.errors
+        deadline = time.monotonic() + policy.retry_timeout_ms / 1000
+        delay = 0.2
+        bound = log.bind(source=source.name, path=work.entry.path, file_id=work.entry.file_id)
+        while True:
+            try:
+                await self._stream(work, source, prog)
+                return
+            except PermanentFileError as exc:
+                reason = str(exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                if not _is_permanent(exc) and time.monotonic() < deadline:
+                    bound.warning("read failed; retrying", error=reason, retry_in_s=round(delay, 2),
+                                  position=prog.position)
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, policy.retry_max_delay_ms / 1000)
+                    work = FileWork(entry=work.entry, start=prog.position, ready_monotonic=work.ready_monotonic)
+                    continue
+            if policy.tolerance == "none":
+                bound.error("file failed; stopping source (errors.tolerance = none)", reason=reason,
+                            position=prog.position)
+                raise SourceStopped(f"{work.entry.path}: {reason}")
+            bound.error("file quarantined", reason=reason, position=prog.position)
+            await self.out.put(FileQuarantined(file_id=work.entry.file_id, source=source.name,
+                                               reason=reason, position=prog.position,
+                                               dead_letter_topic=policy.dead_letter_topic))
+            return
+
+    async def _stream(self, work: FileWork, source: SourceConfig, prog: Progress) -> None:
+        loop = asyncio.get_running_loop()
+        units = await loop.run_in_executor(
+            self._executor, lambda: self.opener.open(work, source, self.unit_rows))
+        sentinel = object()
+        while True:
+            while self.is_paused(source.name):  # noqa: ASYNC110 - pause is a flag set from outside
+                await asyncio.sleep(0.05)
+            if self.sources(source.name) is None:
+                log.info("source removed; stopping at a unit boundary", source=source.name,
+                         path=work.entry.path, position=prog.position)
+                return
+            item = await loop.run_in_executor(self._executor, next, units, sentinel)
+            if item is sentinel:
+                return
+            if isinstance(item, UnitRecords):
+                if self.limiter is not None:
+                    await self.limiter.acquire(source.name, item.rows, item.nbytes)
+                await self.out.put(item)
+                prog.rows_done += item.rows
+                prog.rows_total = item.total_rows
+                prog.position = item.end
+            else:
+                await self.out.put(item)
+
+
+def _is_permanent(exc: Exception) -> bool:
+    """Corrupt or changed files do not get better by retrying."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    return bool(names & {"ReadError", "FileVanished", "FileChanged", "EncodeError", "PositionError",
+                         "UnsupportedType", "SchemaRegistryError"})
