@@ -1,0 +1,160 @@
+"""The exceptions of hdfswatch, one hierarchy under `HdfsWatchError`.
+
+Errors from the NameNode arrive as a Java exception class name and a message; `remote_error`
+maps them to the typed subclasses below so that callers can catch what they mean
+(`StandbyError`, `AccessControlError`, `FileNotFound`...) while the Java class name and the
+server's message stay available on every instance.
+"""
+
+from __future__ import annotations
+
+
+class HdfsWatchError(Exception):
+    """Base of every error raised by hdfswatch."""
+
+
+# --------------------------------------------------------------------------- wire and transport
+
+
+class ProtocolError(HdfsWatchError):
+    """Bytes that do not follow Hadoop IPC framing, or a message that cannot be decoded."""
+
+
+class FrameTooLargeError(ProtocolError):
+    """A length prefix larger than the configured maximum: garbage on the wire, or a reply too
+    large to buffer."""
+
+
+class ConnectionLostError(HdfsWatchError):
+    """The connection to a NameNode failed or closed while calls were outstanding."""
+
+
+class NameNodeConnectError(ConnectionLostError):
+    """A NameNode could not be reached (refused, unresolvable, timed out while connecting)."""
+
+
+class CallTimeoutError(HdfsWatchError):
+    """A call got no reply within its timeout."""
+
+
+class NameNodeUnavailableError(HdfsWatchError):
+    """No NameNode in the list answered as active within the retry budget.
+
+    `attempts` holds the last error seen for each address.
+    """
+
+    def __init__(self, message: str, attempts: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.attempts = dict(attempts or {})
+
+
+class ConfigError(HdfsWatchError):
+    """A Hadoop configuration directory, an address or a pattern that cannot be used."""
+
+
+# --------------------------------------------------------------------------- remote (NameNode) errors
+
+
+class RemoteError(HdfsWatchError):
+    """An error reply from the NameNode: the Java exception class and its message."""
+
+    def __init__(self, exception_class: str, message: str, *, method: str | None = None,
+                 fatal: bool = False) -> None:
+        self.exception_class = exception_class
+        self.message = message
+        self.method = method
+        self.fatal = fatal
+        short = exception_class.rsplit(".", 1)[-1] or "RemoteException"
+        first_line = (message or "").strip().splitlines()[0] if (message or "").strip() else ""
+        where = f" in {method}" if method else ""
+        super().__init__(f"{short}{where}: {first_line}" if first_line else f"{short}{where}")
+
+
+class StandbyError(RemoteError):
+    """The NameNode is a standby (HA): ask the next one."""
+
+
+class RetriableRemoteError(RemoteError):
+    """The NameNode asks to retry the call later (it is starting, or busy)."""
+
+
+class SafeModeError(RemoteError):
+    """The NameNode is in safe mode and refuses changes."""
+
+
+class AccessControlError(RemoteError):
+    """Permission denied for the declared user."""
+
+
+class NotSuperuserError(AccessControlError):
+    """The edit stream (HDFS inotify) needs HDFS superuser privilege.
+
+    Raised by `getEditsFromTxid` and `getCurrentEditLogTxid` when the user is neither the user
+    that runs the NameNode nor a member of `dfs.permissions.superusergroup`. The message says
+    so, and names the way out: the listing detector (`hdfswatch.listing.ListingDetector`).
+    """
+
+    def __init__(self, exception_class: str, message: str, *, method: str | None = None,
+                 user: str | None = None) -> None:
+        self.user = user
+        super().__init__(exception_class, message, method=method)
+        who = f"user {user!r}" if user else "this user"
+        self.args = (
+            f"{method or 'the edit stream'}: HDFS superuser privilege is required to read the "
+            f"NameNode edit stream (inotify), and {who} does not have it (it must be the user "
+            "running the NameNode or a member of dfs.permissions.superusergroup). Either run as "
+            "such a user, or detect files by listing instead: hdfswatch.listing.ListingDetector "
+            "(`hdfs2kafka watch --listing`). NameNode said: "
+            f"{(message or '').strip().splitlines()[0] if (message or '').strip() else exception_class}",
+        )
+
+
+class FileNotFound(RemoteError):
+    """The path does not exist."""
+
+
+class ParentNotDirectoryError(RemoteError):
+    """A component of the path is a file, not a directory."""
+
+
+class RpcServerError(RemoteError):
+    """The RPC layer refused the call (no such method or protocol, version mismatch...)."""
+
+
+class UnknownRemoteError(RemoteError):
+    """Any other exception class."""
+
+
+_BY_CLASS: dict[str, type[RemoteError]] = {
+    "org.apache.hadoop.ipc.StandbyException": StandbyError,
+    "org.apache.hadoop.ipc.RetriableException": RetriableRemoteError,
+    "org.apache.hadoop.hdfs.server.namenode.SafeModeException": SafeModeError,
+    "org.apache.hadoop.security.AccessControlException": AccessControlError,
+    "org.apache.hadoop.hdfs.protocol.AclException": AccessControlError,
+    "java.io.FileNotFoundException": FileNotFound,
+    "org.apache.hadoop.fs.ParentNotDirectoryException": ParentNotDirectoryError,
+    "org.apache.hadoop.ipc.RpcNoSuchMethodException": RpcServerError,
+    "org.apache.hadoop.ipc.RpcNoSuchProtocolException": RpcServerError,
+    "org.apache.hadoop.ipc.RPC$VersionMismatch": RpcServerError,
+    "org.apache.hadoop.ipc.RpcServerException": RpcServerError,
+}
+
+# Methods whose AccessControlException means "not a superuser".
+SUPERUSER_METHODS = frozenset({"getEditsFromTxid", "getCurrentEditLogTxid", "rollEdits",
+                               "setSafeMode", "saveNamespace"})
+
+
+def remote_error(exception_class: str, message: str, *, method: str | None = None,
+                 user: str | None = None, fatal: bool = False) -> RemoteError:
+    """The typed exception for an error reply."""
+    cls = _BY_CLASS.get(exception_class)
+    if cls is AccessControlError and method in SUPERUSER_METHODS and "uperuser" in (message or ""):
+        return NotSuperuserError(exception_class, message, method=method, user=user)
+    if cls is None:
+        if exception_class.endswith("AccessControlException"):
+            cls = AccessControlError
+        elif exception_class.endswith("FileNotFoundException"):
+            cls = FileNotFound
+        else:
+            cls = UnknownRemoteError
+    return cls(exception_class, message, method=method, fatal=fatal)

@@ -1,0 +1,374 @@
+"""The NameNode client: typed ClientProtocol methods over Hadoop IPC, with HA failover.
+
+`NameNodeClient` holds a list of NameNode addresses and one connection to the one it believes
+active. A `StandbyException`, a refused or lost connection or a call timeout moves it to the
+next address; after a full round without success it backs off (exponentially, bounded) and
+tries again until `retry_for` seconds have passed. Calls are only repeated when that is safe:
+every read-only method here is idempotent, and a call that failed before it was sent is always
+retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+import structlog
+from google.protobuf.message import Message
+
+from hdfswatch.connection import Authenticator, IpcConnection, SimpleAuth
+from hdfswatch.errors import (
+    CallTimeoutError,
+    ConfigError,
+    ConnectionLostError,
+    FileNotFound,
+    NameNodeConnectError,
+    NameNodeUnavailableError,
+    RetriableRemoteError,
+    StandbyError,
+)
+from hdfswatch.events import EventsList, decode_edits_reply
+from hdfswatch.framing import CLIENT_PROTOCOL, DEFAULT_MAX_FRAME
+from hdfswatch.proto import ClientNamenodeProtocol_pb2 as cnp_pb
+from hdfswatch.proto import hdfs_pb2
+
+M = TypeVar("M", bound=Message)
+
+log = structlog.get_logger("hdfswatch.namenode")
+
+_IS_DIR = hdfs_pb2.HdfsFileStatusProto.IS_DIR
+_IS_SYMLINK = hdfs_pb2.HdfsFileStatusProto.IS_SYMLINK
+
+SAFEMODE_ACTIONS = {
+    "leave": cnp_pb.SAFEMODE_LEAVE,
+    "enter": cnp_pb.SAFEMODE_ENTER,
+    "get": cnp_pb.SAFEMODE_GET,
+    "force_exit": cnp_pb.SAFEMODE_FORCE_EXIT,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FileStatus:
+    """What the NameNode says about one path.
+
+    `under_construction` is known only for files listed with their block locations
+    (`list_dir(..., need_location=True)`): True while a writer holds the file open.
+    """
+
+    path: str
+    file_id: int
+    length: int
+    mtime_ms: int
+    is_dir: bool
+    is_symlink: bool = False
+    owner: str = ""
+    group: str = ""
+    permission: int = 0
+    atime_ms: int = 0
+    replication: int = 0
+    block_size: int = 0
+    children: int = -1
+    under_construction: bool | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _join(parent: str, name: str) -> str:
+    if not name:
+        return parent
+    return (parent.rstrip("/") or "") + "/" + name
+
+
+def file_status(path: str, fs: hdfs_pb2.HdfsFileStatusProto) -> FileStatus:
+    under_construction = None
+    if fs.HasField("locations"):
+        under_construction = fs.locations.underConstruction
+    return FileStatus(
+        path=path,
+        file_id=fs.fileId,
+        length=fs.length,
+        mtime_ms=fs.modification_time,
+        is_dir=fs.fileType == _IS_DIR,
+        is_symlink=fs.fileType == _IS_SYMLINK,
+        owner=fs.owner,
+        group=fs.group,
+        permission=fs.permission.perm,
+        atime_ms=fs.access_time,
+        replication=fs.block_replication,
+        block_size=fs.blocksize,
+        children=fs.childrenNum,
+        under_construction=under_construction,
+    )
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """"host:port" (or "hdfs://host:port", "[v6]:port") -> (host, port)."""
+    value = address.strip()
+    if "://" in value:
+        value = value.split("://", 1)[1].split("/", 1)[0]
+    if value.startswith("["):
+        host, _, port = value[1:].partition("]:")
+    else:
+        host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"NameNode address {address!r} is not host:port")
+    return host, int(port)
+
+
+def default_user() -> str:
+    """`$HADOOP_USER_NAME` (as Hadoop's SIMPLE authentication reads it), else the OS user."""
+    return os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
+
+
+class NameNodeClient:
+    """Async client of the NameNode's ClientProtocol (the calls hdfswatch needs).
+
+        async with NameNodeClient(["nn1:8020", "nn2:8020"], user="hdfs") as nn:
+            txid = await nn.get_current_txid()
+            status = await nn.get_file_info("/data/x.parquet")
+            async for entry in nn.list_dir("/data"):
+                ...
+    """
+
+    def __init__(self, addresses: Sequence[str], user: str | None = None, *,
+                 connect_timeout: float = 5.0, call_timeout: float = 60.0,
+                 retry_for: float | None = 120.0, backoff_initial: float = 0.05,
+                 backoff_max: float = 5.0, auth: Authenticator | None = None,
+                 max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        if isinstance(addresses, str):
+            addresses = [a for a in addresses.split(",") if a.strip()]
+        if not addresses:
+            raise ConfigError("no NameNode address given")
+        self.addresses: tuple[str, ...] = tuple(addresses)
+        self._endpoints = [parse_address(a) for a in self.addresses]
+        self.user = user or (auth.effective_user if auth else default_user())
+        self._auth: Authenticator = auth or SimpleAuth(self.user)
+        self.connect_timeout = connect_timeout
+        self.call_timeout = call_timeout
+        self.retry_for = retry_for
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._max_frame = max_frame
+        self._index = 0
+        self._conn: IpcConnection | None = None
+        self._connecting: asyncio.Lock | None = None
+        self._closed = False
+        self.failovers = 0
+
+    @classmethod
+    def from_hadoop_conf(cls, conf_dir: str | os.PathLike[str] | None = None,
+                         user: str | None = None, *, nameservice: str | None = None,
+                         **kwargs: Any) -> NameNodeClient:
+        """A client for the NameNodes named by a Hadoop configuration directory
+        (`conf_dir`, else `$HADOOP_CONF_DIR`)."""
+        from hdfswatch.hadoop_conf import load_hadoop_conf
+
+        conf = load_hadoop_conf(conf_dir, nameservice=nameservice)
+        return cls(conf.rpc_addresses, user, **kwargs)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> NameNodeClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+    @property
+    def active_address(self) -> str:
+        """The address calls currently go to."""
+        return self.addresses[self._index]
+
+    # ---------------------------------------------------------------- calls
+
+    async def _connection(self) -> IpcConnection:
+        conn = self._conn
+        if conn is not None and conn.usable:
+            return conn
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            conn = self._conn
+            if conn is not None and conn.usable:
+                return conn
+            if conn is not None:
+                await conn.close()
+                self._conn = None
+            host, port = self._endpoints[self._index]
+            conn = IpcConnection(host, port, self._auth, protocol=CLIENT_PROTOCOL,
+                                 connect_timeout=self.connect_timeout,
+                                 max_frame=self._max_frame)
+            await conn.open()
+            self._conn = conn
+            return conn
+
+    async def _drop(self, conn: IpcConnection | None, advance: bool) -> None:
+        if conn is not None and self._conn is conn:
+            self._conn = None
+            await conn.close()
+            if advance and len(self.addresses) > 1:
+                self._index = (self._index + 1) % len(self.addresses)
+                self.failovers += 1
+        elif conn is None and advance and len(self.addresses) > 1 and self._conn is None:
+            self._index = (self._index + 1) % len(self.addresses)
+            self.failovers += 1
+
+    async def call_raw(self, method: str, request: bytes, *, idempotent: bool = True,
+                       reply_timeout: float | None = None) -> bytes:
+        """Call a ClientProtocol method with failover and retries; the serialized response."""
+        if self._closed:
+            raise ConnectionLostError("NameNode client is closed")
+        deadline = None if self.retry_for is None else time.monotonic() + self.retry_for
+        delay = self.backoff_initial
+        tried_in_round = 0
+        attempts: dict[str, str] = {}
+        timeout = self.call_timeout if reply_timeout is None else reply_timeout
+        while True:
+            conn: IpcConnection | None = None
+            address = self.active_address
+            sent = False
+            try:
+                conn = await self._connection()
+                sent = True
+                return await conn.call_raw(method, request, reply_timeout=timeout,
+                                           user=self.user)
+            except StandbyError as exc:
+                attempts[address] = "standby"
+                await self._drop(conn, advance=True)
+                last: Exception = exc
+            except RetriableRemoteError as exc:
+                attempts[address] = str(exc)
+                last = exc
+            except (ConnectionLostError, CallTimeoutError) as exc:
+                attempts[address] = str(exc)
+                await self._drop(conn, advance=True)
+                last = exc
+                if sent and not idempotent and not isinstance(exc, NameNodeConnectError):
+                    raise
+            if self._closed:
+                raise ConnectionLostError("NameNode client is closed") from last
+            tried_in_round += 1
+            if tried_in_round < len(self.addresses) and not isinstance(last, RetriableRemoteError):
+                continue  # try the next NameNode right away
+            tried_in_round = 0
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                detail = "; ".join(f"{a}: {e}" for a, e in attempts.items())
+                raise NameNodeUnavailableError(
+                    f"{method}: no active NameNode answered within {self.retry_for:g}s "
+                    f"({detail})", attempts) from last
+            log.info("namenode.retry", method=method, address=address, error=str(last),
+                     delay_s=round(delay, 3))
+            sleep = delay * (0.5 + random.random() / 2)
+            if deadline is not None:
+                sleep = min(sleep, max(0.0, deadline - now))
+            await asyncio.sleep(sleep)
+            delay = min(delay * 2, self.backoff_max)
+
+    async def call(self, method: str, request: Message, response: type[M], *,
+                   idempotent: bool = True, reply_timeout: float | None = None) -> M:
+        """Call a ClientProtocol method with a request message; parse its response."""
+        from google.protobuf.message import DecodeError
+
+        from hdfswatch.errors import ProtocolError
+
+        payload = await self.call_raw(method, request.SerializeToString(),
+                                      idempotent=idempotent, reply_timeout=reply_timeout)
+        msg = response()
+        try:
+            msg.ParseFromString(payload)
+        except DecodeError as exc:
+            raise ProtocolError(f"undecodable {method} reply: {exc}") from None
+        return msg
+
+    # ---------------------------------------------------------------- edit stream
+
+    async def get_current_txid(self) -> int:
+        """The last transaction id the active NameNode wrote (-1 while its edit log is not
+        open). Needs superuser privilege."""
+        resp = await self.call("getCurrentEditLogTxid", cnp_pb.GetCurrentEditLogTxidRequestProto(),
+                               cnp_pb.GetCurrentEditLogTxidResponseProto)
+        return resp.txid
+
+    async def get_edits_from_txid(self, txid: int) -> EventsList:
+        """Edit-stream events from transaction `txid` on (at most
+        `dfs.namenode.inotify.max.events.per.rpc` of them). Needs superuser privilege."""
+        payload = await self.call_raw(
+            "getEditsFromTxid", cnp_pb.GetEditsFromTxidRequestProto(txid=txid).SerializeToString())
+        return decode_edits_reply(payload)
+
+    # ---------------------------------------------------------------- namespace
+
+    async def get_file_info(self, path: str) -> FileStatus | None:
+        """The status of `path`, or None if it does not exist."""
+        resp = await self.call("getFileInfo", cnp_pb.GetFileInfoRequestProto(src=path),
+                               cnp_pb.GetFileInfoResponseProto)
+        if not resp.HasField("fs"):
+            return None
+        return file_status(path, resp.fs)
+
+    async def list_dir(self, path: str, *, need_location: bool = False) -> AsyncIterator[FileStatus]:
+        """The entries of directory `path`, page by page (`dfs.ls.limit` entries a call), in
+        the NameNode's order. Listing a file yields that file. Raises FileNotFound when `path`
+        does not exist. With `need_location`, each file's `under_construction` is known."""
+        start_after = b""
+        while True:
+            resp = await self.call(
+                "getListing",
+                cnp_pb.GetListingRequestProto(src=path, startAfter=start_after,
+                                              needLocation=need_location),
+                cnp_pb.GetListingResponseProto)
+            if not resp.HasField("dirList"):
+                if start_after:
+                    return  # the directory went away between pages
+                raise FileNotFound("java.io.FileNotFoundException",
+                                   f"File {path} does not exist.", method="getListing")
+            listing = resp.dirList
+            entries = listing.partialListing
+            for fs in entries:
+                yield file_status(_join(path, fs.path.decode("utf-8", "surrogateescape")), fs)
+            if not entries or listing.remainingEntries == 0:
+                return
+            start_after = entries[-1].path
+
+    # ---------------------------------------------------------------- maintenance (superuser)
+
+    async def roll_edits(self) -> int:
+        """Finish the current edit-log segment; returns the first txid of the new one."""
+        resp = await self.call("rollEdits", cnp_pb.RollEditsRequestProto(),
+                               cnp_pb.RollEditsResponseProto, idempotent=False)
+        return resp.newSegmentTxId
+
+    async def set_safe_mode(self, action: str) -> bool:
+        """`action` is 'enter', 'leave', 'get' or 'force_exit'; returns whether the NameNode
+        is in safe mode afterwards."""
+        try:
+            code = SAFEMODE_ACTIONS[action]
+        except KeyError:
+            raise ValueError(f"safe mode action must be one of {sorted(SAFEMODE_ACTIONS)}") from None
+        resp = await self.call("setSafeMode", cnp_pb.SetSafeModeRequestProto(action=code),
+                               cnp_pb.SetSafeModeResponseProto, idempotent=action == "get")
+        return resp.result
+
+    async def save_namespace(self) -> bool:
+        """Write a new fsimage (needs safe mode). Old edit segments beyond the retention
+        settings are purged afterwards."""
+        resp = await self.call("saveNamespace", cnp_pb.SaveNamespaceRequestProto(),
+                               cnp_pb.SaveNamespaceResponseProto, idempotent=False)
+        return resp.saved
