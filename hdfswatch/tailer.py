@@ -1,0 +1,174 @@
+"""The edit-stream tailer: an async iterator of event batches from a transaction id on.
+
+    tailer = EditTailer(client, start_txid=saved + 1)     # or None: from "now"
+    async for item in tailer:
+        if isinstance(item, Gap): ...reconcile by listing...
+        else: ...item.events...
+        save(tailer.last_txid)
+
+Guarantees:
+- every event with a txid <= `last_txid` has been handed out, exactly once, in txid order;
+  resuming with `start_txid=last_txid + 1` (`next_txid`) neither loses nor repeats one;
+- when the NameNode no longer holds the transaction asked for, a `Gap` comes first, then the
+  events that are still there: nothing is skipped silently;
+- the position survives failovers and reconnects: a failed poll is repeated from the same txid.
+
+Polling adapts: right away while the NameNode has more than one reply's worth, every few
+milliseconds while events flow, and slower (up to `max_interval`) the longer the stream has
+been idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import structlog
+
+from hdfswatch.errors import CallTimeoutError, ConnectionLostError, NameNodeUnavailableError
+from hdfswatch.events import EventBatch, EventsList, Gap
+from hdfswatch.namenode import NameNodeClient
+
+log = structlog.get_logger("hdfswatch.tailer")
+
+# Errors that mean "the NameNode is away for now": keep the position and keep trying.
+TRANSIENT = (NameNodeUnavailableError, ConnectionLostError, CallTimeoutError)
+
+
+@dataclass
+class PollSchedule:
+    """When to poll next (sans-IO).
+
+    After a reply that left more behind: at once. After a reply with events: `min_interval`.
+    Idle: a fraction (`idle_factor`) of the time since the last event, between `min_interval`
+    and `max_interval`, so a file closed after a quiet spell is still seen within
+    `max_interval`, and one closed while others flow within a few milliseconds.
+    """
+
+    min_interval: float = 0.002
+    max_interval: float = 0.5
+    idle_factor: float = 0.1
+    _last_event: float | None = None
+
+    def next_delay(self, now: float, got_events: bool, more_pending: bool) -> float:
+        if got_events or self._last_event is None:
+            self._last_event = now
+        if more_pending:
+            return 0.0
+        if got_events:
+            return self.min_interval
+        idle = now - self._last_event
+        return min(self.max_interval, max(self.min_interval, idle * self.idle_factor))
+
+
+class EditTailer:
+    """Tails the NameNode edit stream from `start_txid` (None: from the current txid on)."""
+
+    def __init__(self, client: NameNodeClient, start_txid: int | None = None, *,
+                 min_interval: float = 0.002, max_interval: float = 0.5,
+                 idle_factor: float = 0.1, error_backoff_max: float = 10.0) -> None:
+        if start_txid is not None and start_txid < 1:
+            raise ValueError("start_txid must be >= 1 (transaction ids start at 1)")
+        self.client = client
+        self.start_txid = start_txid
+        self._next: int | None = start_txid
+        self.last_txid: int | None = None if start_txid is None else start_txid - 1
+        """Last transaction id handed out: every event up to it has been yielded."""
+        self.sync_txid: int | None = None
+        """The NameNode's durable txid as of the last reply (for lag)."""
+        self.schedule = PollSchedule(min_interval, max_interval, idle_factor)
+        self._error_backoff_max = error_backoff_max
+        self._ready: deque[tuple[EventBatch | Gap, int]] = deque()
+        self._delay = 0.0
+        self._closed = False
+        self.polls = 0
+        self.gaps = 0
+        self.last_error: str | None = None
+
+    @property
+    def next_txid(self) -> int | None:
+        """The txid the next poll asks for; resume from here."""
+        return self._next
+
+    async def namenode_txid(self) -> int:
+        """The NameNode's current (last written) txid, asked now: lag = this - last_txid."""
+        return await self.client.get_current_txid()
+
+    def close(self) -> None:
+        """End the iteration (the client stays open)."""
+        self._closed = True
+
+    def __aiter__(self) -> EditTailer:
+        return self
+
+    async def __anext__(self) -> EventBatch | Gap:
+        while not self._ready:
+            if self._closed:
+                raise StopAsyncIteration
+            await self._poll_until_something()
+        item, position = self._ready.popleft()
+        self.last_txid = position
+        return item
+
+    # ------------------------------------------------------------------ polling
+
+    async def _start_position(self) -> int:
+        txid = -1
+        while txid < 0:
+            txid = await self.client.get_current_txid()
+            if txid < 0:  # edit log not open yet: the NameNode is becoming active
+                await asyncio.sleep(0.5)
+        return txid + 1
+
+    async def _poll_until_something(self) -> None:
+        error_delay = 0.1
+        while not self._ready and not self._closed:
+            try:
+                if self._next is None:
+                    self._next = await self._start_position()
+                    self.last_txid = self._next - 1
+                    log.info("tailer.start", txid=self._next)
+                if self._delay > 0:
+                    await asyncio.sleep(self._delay)
+                reply = await self.client.get_edits_from_txid(self._next)
+            except TRANSIENT as exc:
+                self.last_error = str(exc)
+                log.warning("tailer.namenode_unavailable", txid=self._next, error=str(exc),
+                            retry_in_s=round(error_delay, 2))
+                await asyncio.sleep(error_delay)
+                error_delay = min(error_delay * 2, self._error_backoff_max)
+                continue
+            self.polls += 1
+            self.last_error = None
+            self._take(reply)
+
+    def _take(self, reply: EventsList) -> None:
+        """Queue what a reply holds and move the position past it."""
+        assert self._next is not None
+        requested = self._next
+        self.sync_txid = reply.sync_txid
+        items: list[tuple[EventBatch | Gap, int]] = []
+        if reply.first_txid > requested:
+            self.gaps += 1
+            gap = Gap(requested, reply.first_txid)
+            log.warning("tailer.gap", requested_txid=requested,
+                        first_available_txid=reply.first_txid, missed=gap.missed)
+            items.append((gap, reply.first_txid - 1))
+        for batch in reply.batches:
+            if batch.txid < requested:
+                continue  # never hand out a transaction twice
+            items.append((batch, batch.txid))
+        got_events = bool(items)
+        if reply.last_txid >= requested:
+            if items:
+                # Transactions after the last batch up to last_txid carried no events.
+                last_item, _ = items[-1]
+                items[-1] = (last_item, reply.last_txid)
+            else:
+                self.last_txid = reply.last_txid
+            self._next = reply.last_txid + 1
+        self._ready.extend(items)
+        more = reply.sync_txid > reply.last_txid >= requested
+        self._delay = self.schedule.next_delay(time.monotonic(), got_events, more)
