@@ -5,7 +5,7 @@ DEVSTACK := deploy/devstack/devstack
 
 .PHONY: demo test unit stack down lint types bench
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml pipeline/encoders/_rows.c
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'
