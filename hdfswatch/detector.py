@@ -14,7 +14,8 @@ Hidden and temporary names are never ready (see `hdfswatch.patterns`). A file th
 open is not ready: CREATE and APPEND mark a matched path open ("pending"), CLOSE ends that,
 UNLINK drops it, RENAME carries it along. Events carry paths, not inode ids, so the detector
 asks the NameNode (`getFileInfo`) for the file id when a file becomes ready; a file already
-gone by then is dropped, since a later event says where it went.
+gone by then is dropped, since a later event says where it went, and one open for writing
+again is left to its coming CLOSE.
 """
 
 from __future__ import annotations
@@ -205,6 +206,10 @@ class FileDetector:
                 if matcher.could_contain(path):
                     dir_renames.append(path)
                 continue
+            if status.under_construction:
+                # Open again (appended, or renamed into place while written): its CLOSE,
+                # which is still to come in the stream, makes it ready.
+                continue
             seen.add(path)
             ready.append(FileReady(
                 path=path,
@@ -233,7 +238,7 @@ class FileDetector:
 
     async def _stat(self, path: str) -> FileStatus | None:
         try:
-            return await self.client.get_file_info(path)
+            return await self.client.get_file_info(path, need_location=True)
         except (FileNotFound, AccessControlError) as exc:
             log.warning("detector.stat_failed", path=path, error=str(exc))
             return None

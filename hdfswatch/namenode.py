@@ -32,6 +32,7 @@ from hdfswatch.errors import (
     NameNodeConnectError,
     NameNodeUnavailableError,
     RetriableRemoteError,
+    RpcServerError,
     StandbyError,
 )
 from hdfswatch.events import EventsList, decode_edits_reply
@@ -163,6 +164,7 @@ class NameNodeClient:
         self._connecting: asyncio.Lock | None = None
         self._closed = False
         self.failovers = 0
+        self._located_info = True
 
     @classmethod
     def from_hadoop_conf(cls, conf_dir: str | os.PathLike[str] | None = None,
@@ -315,10 +317,23 @@ class NameNodeClient:
 
     # ---------------------------------------------------------------- namespace
 
-    async def get_file_info(self, path: str) -> FileStatus | None:
-        """The status of `path`, or None if it does not exist."""
-        resp = await self.call("getFileInfo", cnp_pb.GetFileInfoRequestProto(src=path),
-                               cnp_pb.GetFileInfoResponseProto)
+    async def get_file_info(self, path: str, *, need_location: bool = False
+                            ) -> FileStatus | None:
+        """The status of `path`, or None if it does not exist. With `need_location`, a file's
+        `under_construction` is known (getLocatedFileInfo; on NameNodes older than Hadoop 3.1,
+        which lack it, it stays None)."""
+        resp: cnp_pb.GetFileInfoResponseProto | cnp_pb.GetLocatedFileInfoResponseProto
+        if need_location and self._located_info:
+            try:
+                resp = await self.call("getLocatedFileInfo",
+                                       cnp_pb.GetLocatedFileInfoRequestProto(src=path),
+                                       cnp_pb.GetLocatedFileInfoResponseProto)
+            except RpcServerError:
+                self._located_info = False
+                return await self.get_file_info(path)
+        else:
+            resp = await self.call("getFileInfo", cnp_pb.GetFileInfoRequestProto(src=path),
+                                   cnp_pb.GetFileInfoResponseProto)
         if not resp.HasField("fs"):
             return None
         return file_status(path, resp.fs)

@@ -26,41 +26,65 @@ from hdfswatch.proto import hdfs_pb2 as hdfswatch_dot_proto_dot_hdfs__pb2
 from hdfswatch.proto import inotify_pb2 as hdfswatch_dot_proto_dot_inotify__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,hdfswatch/proto/ClientNamenodeProtocol.proto\x12\x15hdfswatch.hadoop.hdfs\x1a\x1ahdfswatch/proto/hdfs.proto\x1a\x1dhdfswatch/proto/inotify.proto\"&\n\x17GetFileInfoRequestProto\x12\x0b\n\x03src\x18\x01 \x01(\t\"R\n\x18GetFileInfoResponseProto\x12\x36\n\x02\x66s\x18\x01 \x01(\x0b\x32*.hdfswatch.hadoop.hdfs.HdfsFileStatusProto\"O\n\x16GetListingRequestProto\x12\x0b\n\x03src\x18\x01 \x01(\t\x12\x12\n\nstartAfter\x18\x02 \x01(\x0c\x12\x14\n\x0cneedLocation\x18\x03 \x01(\x08\"X\n\x17GetListingResponseProto\x12=\n\x07\x64irList\x18\x01 \x01(\x0b\x32,.hdfswatch.hadoop.hdfs.DirectoryListingProto\"#\n!GetCurrentEditLogTxidRequestProto\"2\n\"GetCurrentEditLogTxidResponseProto\x12\x0c\n\x04txid\x18\x01 \x01(\x03\",\n\x1cGetEditsFromTxidRequestProto\x12\x0c\n\x04txid\x18\x01 \x01(\x03\"[\n\x1dGetEditsFromTxidResponseProto\x12:\n\neventsList\x18\x01 \x01(\x0b\x32&.hdfswatch.hadoop.hdfs.EventsListProto\"\x17\n\x15RollEditsRequestProto\"0\n\x16RollEditsResponseProto\x12\x16\n\x0enewSegmentTxId\x18\x01 \x01(\x04\"m\n\x17SetSafeModeRequestProto\x12:\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32*.hdfswatch.hadoop.hdfs.SafeModeActionProto\x12\x16\n\x07\x63hecked\x18\x02 \x01(\x08:\x05\x66\x61lse\"*\n\x18SetSafeModeResponseProto\x12\x0e\n\x06result\x18\x01 \x01(\x08\"D\n\x19SaveNamespaceRequestProto\x12\x15\n\ntimeWindow\x18\x01 \x01(\x04:\x01\x30\x12\x10\n\x05txGap\x18\x02 \x01(\x04:\x01\x30\"1\n\x1aSaveNamespaceResponseProto\x12\x13\n\x05saved\x18\x01 \x01(\x08:\x04true*h\n\x13SafeModeActionProto\x12\x12\n\x0eSAFEMODE_LEAVE\x10\x01\x12\x12\n\x0eSAFEMODE_ENTER\x10\x02\x12\x10\n\x0cSAFEMODE_GET\x10\x03\x12\x17\n\x13SAFEMODE_FORCE_EXIT\x10\x04')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,hdfswatch/proto/ClientNamenodeProtocol.proto\x12\x15hdfswatch.hadoop.hdfs\x1a\x1ahdfswatch/proto/hdfs.proto\x1a\x1dhdfswatch/proto/inotify.proto\"&\n\x17GetFileInfoRequestProto\x12\x0b\n\x03src\x18\x01 \x01(\t\"R\n\x18GetFileInfoResponseProto\x12\x36\n\x02\x66s\x18\x01 \x01(\x0b\x32*.hdfswatch.hadoop.hdfs.HdfsFileStatusProto\"L\n\x1eGetLocatedFileInfoRequestProto\x12\x0b\n\x03src\x18\x01 \x01(\t\x12\x1d\n\x0eneedBlockToken\x18\x02 \x01(\x08:\x05\x66\x61lse\"Y\n\x1fGetLocatedFileInfoResponseProto\x12\x36\n\x02\x66s\x18\x01 \x01(\x0b\x32*.hdfswatch.hadoop.hdfs.HdfsFileStatusProto\"O\n\x16GetListingRequestProto\x12\x0b\n\x03src\x18\x01 \x01(\t\x12\x12\n\nstartAfter\x18\x02 \x01(\x0c\x12\x14\n\x0cneedLocation\x18\x03 \x01(\x08\"X\n\x17GetListingResponseProto\x12=\n\x07\x64irList\x18\x01 \x01(\x0b\x32,.hdfswatch.hadoop.hdfs.DirectoryListingProto\"#\n!GetCurrentEditLogTxidRequestProto\"2\n\"GetCurrentEditLogTxidResponseProto\x12\x0c\n\x04txid\x18\x01 \x01(\x03\",\n\x1cGetEditsFromTxidRequestProto\x12\x0c\n\x04txid\x18\x01 \x01(\x03\"[\n\x1dGetEditsFromTxidResponseProto\x12:\n\neventsList\x18\x01 \x01(\x0b\x32&.hdfswatch.hadoop.hdfs.EventsListProto\"\x17\n\x15RollEditsRequestProto\"0\n\x16RollEditsResponseProto\x12\x16\n\x0enewSegmentTxId\x18\x01 \x01(\x04\"m\n\x17SetSafeModeRequestProto\x12:\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32*.hdfswatch.hadoop.hdfs.SafeModeActionProto\x12\x16\n\x07\x63hecked\x18\x02 \x01(\x08:\x05\x66\x61lse\"*\n\x18SetSafeModeResponseProto\x12\x0e\n\x06result\x18\x01 \x01(\x08\"D\n\x19SaveNamespaceRequestProto\x12\x15\n\ntimeWindow\x18\x01 \x01(\x04:\x01\x30\x12\x10\n\x05txGap\x18\x02 \x01(\x04:\x01\x30\"1\n\x1aSaveNamespaceResponseProto\x12\x13\n\x05saved\x18\x01 \x01(\x08:\x04true\"\xc1\x01\n\x12\x43reateRequestProto\x12\x0b\n\x03src\x18\x01 \x01(\t\x12\x38\n\x06masked\x18\x02 \x01(\x0b\x32(.hdfswatch.hadoop.hdfs.FsPermissionProto\x12\x12\n\nclientName\x18\x03 \x01(\t\x12\x12\n\ncreateFlag\x18\x04 \x01(\r\x12\x14\n\x0c\x63reateParent\x18\x05 \x01(\x08\x12\x13\n\x0breplication\x18\x06 \x01(\r\x12\x11\n\tblockSize\x18\x07 \x01(\x04\"M\n\x13\x43reateResponseProto\x12\x36\n\x02\x66s\x18\x01 \x01(\x0b\x32*.hdfswatch.hadoop.hdfs.HdfsFileStatusProto\"J\n\x14\x43ompleteRequestProto\x12\x0b\n\x03src\x18\x01 \x01(\t\x12\x12\n\nclientName\x18\x02 \x01(\t\x12\x11\n\x06\x66ileId\x18\x04 \x01(\x04:\x01\x30\"\'\n\x15\x43ompleteResponseProto\x12\x0e\n\x06result\x18\x01 \x01(\x08\"4\n\x12\x44\x65leteRequestProto\x12\x0b\n\x03src\x18\x01 \x01(\t\x12\x11\n\trecursive\x18\x02 \x01(\x08\"%\n\x13\x44\x65leteResponseProto\x12\x0e\n\x06result\x18\x01 \x01(\x08\".\n\x12RenameRequestProto\x12\x0b\n\x03src\x18\x01 \x01(\t\x12\x0b\n\x03\x64st\x18\x02 \x01(\t\"%\n\x13RenameResponseProto\x12\x0e\n\x06result\x18\x01 \x01(\x08\"q\n\x12MkdirsRequestProto\x12\x0b\n\x03src\x18\x01 \x01(\t\x12\x38\n\x06masked\x18\x02 \x01(\x0b\x32(.hdfswatch.hadoop.hdfs.FsPermissionProto\x12\x14\n\x0c\x63reateParent\x18\x03 \x01(\x08\"%\n\x13MkdirsResponseProto\x12\x0e\n\x06result\x18\x01 \x01(\x08*h\n\x13SafeModeActionProto\x12\x12\n\x0eSAFEMODE_LEAVE\x10\x01\x12\x12\n\x0eSAFEMODE_ENTER\x10\x02\x12\x10\n\x0cSAFEMODE_GET\x10\x03\x12\x17\n\x13SAFEMODE_FORCE_EXIT\x10\x04')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hdfswatch.proto.ClientNamenodeProtocol_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SAFEMODEACTIONPROTO']._serialized_start=1004
-  _globals['_SAFEMODEACTIONPROTO']._serialized_end=1108
+  _globals['_SAFEMODEACTIONPROTO']._serialized_start=1899
+  _globals['_SAFEMODEACTIONPROTO']._serialized_end=2003
   _globals['_GETFILEINFOREQUESTPROTO']._serialized_start=130
   _globals['_GETFILEINFOREQUESTPROTO']._serialized_end=168
   _globals['_GETFILEINFORESPONSEPROTO']._serialized_start=170
   _globals['_GETFILEINFORESPONSEPROTO']._serialized_end=252
-  _globals['_GETLISTINGREQUESTPROTO']._serialized_start=254
-  _globals['_GETLISTINGREQUESTPROTO']._serialized_end=333
-  _globals['_GETLISTINGRESPONSEPROTO']._serialized_start=335
-  _globals['_GETLISTINGRESPONSEPROTO']._serialized_end=423
-  _globals['_GETCURRENTEDITLOGTXIDREQUESTPROTO']._serialized_start=425
-  _globals['_GETCURRENTEDITLOGTXIDREQUESTPROTO']._serialized_end=460
-  _globals['_GETCURRENTEDITLOGTXIDRESPONSEPROTO']._serialized_start=462
-  _globals['_GETCURRENTEDITLOGTXIDRESPONSEPROTO']._serialized_end=512
-  _globals['_GETEDITSFROMTXIDREQUESTPROTO']._serialized_start=514
-  _globals['_GETEDITSFROMTXIDREQUESTPROTO']._serialized_end=558
-  _globals['_GETEDITSFROMTXIDRESPONSEPROTO']._serialized_start=560
-  _globals['_GETEDITSFROMTXIDRESPONSEPROTO']._serialized_end=651
-  _globals['_ROLLEDITSREQUESTPROTO']._serialized_start=653
-  _globals['_ROLLEDITSREQUESTPROTO']._serialized_end=676
-  _globals['_ROLLEDITSRESPONSEPROTO']._serialized_start=678
-  _globals['_ROLLEDITSRESPONSEPROTO']._serialized_end=726
-  _globals['_SETSAFEMODEREQUESTPROTO']._serialized_start=728
-  _globals['_SETSAFEMODEREQUESTPROTO']._serialized_end=837
-  _globals['_SETSAFEMODERESPONSEPROTO']._serialized_start=839
-  _globals['_SETSAFEMODERESPONSEPROTO']._serialized_end=881
-  _globals['_SAVENAMESPACEREQUESTPROTO']._serialized_start=883
-  _globals['_SAVENAMESPACEREQUESTPROTO']._serialized_end=951
-  _globals['_SAVENAMESPACERESPONSEPROTO']._serialized_start=953
-  _globals['_SAVENAMESPACERESPONSEPROTO']._serialized_end=1002
+  _globals['_GETLOCATEDFILEINFOREQUESTPROTO']._serialized_start=254
+  _globals['_GETLOCATEDFILEINFOREQUESTPROTO']._serialized_end=330
+  _globals['_GETLOCATEDFILEINFORESPONSEPROTO']._serialized_start=332
+  _globals['_GETLOCATEDFILEINFORESPONSEPROTO']._serialized_end=421
+  _globals['_GETLISTINGREQUESTPROTO']._serialized_start=423
+  _globals['_GETLISTINGREQUESTPROTO']._serialized_end=502
+  _globals['_GETLISTINGRESPONSEPROTO']._serialized_start=504
+  _globals['_GETLISTINGRESPONSEPROTO']._serialized_end=592
+  _globals['_GETCURRENTEDITLOGTXIDREQUESTPROTO']._serialized_start=594
+  _globals['_GETCURRENTEDITLOGTXIDREQUESTPROTO']._serialized_end=629
+  _globals['_GETCURRENTEDITLOGTXIDRESPONSEPROTO']._serialized_start=631
+  _globals['_GETCURRENTEDITLOGTXIDRESPONSEPROTO']._serialized_end=681
+  _globals['_GETEDITSFROMTXIDREQUESTPROTO']._serialized_start=683
+  _globals['_GETEDITSFROMTXIDREQUESTPROTO']._serialized_end=727
+  _globals['_GETEDITSFROMTXIDRESPONSEPROTO']._serialized_start=729
+  _globals['_GETEDITSFROMTXIDRESPONSEPROTO']._serialized_end=820
+  _globals['_ROLLEDITSREQUESTPROTO']._serialized_start=822
+  _globals['_ROLLEDITSREQUESTPROTO']._serialized_end=845
+  _globals['_ROLLEDITSRESPONSEPROTO']._serialized_start=847
+  _globals['_ROLLEDITSRESPONSEPROTO']._serialized_end=895
+  _globals['_SETSAFEMODEREQUESTPROTO']._serialized_start=897
+  _globals['_SETSAFEMODEREQUESTPROTO']._serialized_end=1006
+  _globals['_SETSAFEMODERESPONSEPROTO']._serialized_start=1008
+  _globals['_SETSAFEMODERESPONSEPROTO']._serialized_end=1050
+  _globals['_SAVENAMESPACEREQUESTPROTO']._serialized_start=1052
+  _globals['_SAVENAMESPACEREQUESTPROTO']._serialized_end=1120
+  _globals['_SAVENAMESPACERESPONSEPROTO']._serialized_start=1122
+  _globals['_SAVENAMESPACERESPONSEPROTO']._serialized_end=1171
+  _globals['_CREATEREQUESTPROTO']._serialized_start=1174
+  _globals['_CREATEREQUESTPROTO']._serialized_end=1367
+  _globals['_CREATERESPONSEPROTO']._serialized_start=1369
+  _globals['_CREATERESPONSEPROTO']._serialized_end=1446
+  _globals['_COMPLETEREQUESTPROTO']._serialized_start=1448
+  _globals['_COMPLETEREQUESTPROTO']._serialized_end=1522
+  _globals['_COMPLETERESPONSEPROTO']._serialized_start=1524
+  _globals['_COMPLETERESPONSEPROTO']._serialized_end=1563
+  _globals['_DELETEREQUESTPROTO']._serialized_start=1565
+  _globals['_DELETEREQUESTPROTO']._serialized_end=1617
+  _globals['_DELETERESPONSEPROTO']._serialized_start=1619
+  _globals['_DELETERESPONSEPROTO']._serialized_end=1656
+  _globals['_RENAMEREQUESTPROTO']._serialized_start=1658
+  _globals['_RENAMEREQUESTPROTO']._serialized_end=1704
+  _globals['_RENAMERESPONSEPROTO']._serialized_start=1706
+  _globals['_RENAMERESPONSEPROTO']._serialized_end=1743
+  _globals['_MKDIRSREQUESTPROTO']._serialized_start=1745
+  _globals['_MKDIRSREQUESTPROTO']._serialized_end=1858
+  _globals['_MKDIRSRESPONSEPROTO']._serialized_start=1860
+  _globals['_MKDIRSRESPONSEPROTO']._serialized_end=1897
 # @@protoc_insertion_point(module_scope)

@@ -31,6 +31,20 @@ class GetFileInfoResponseProto(_message.Message):
     fs: _hdfs_pb2.HdfsFileStatusProto
     def __init__(self, fs: _Optional[_Union[_hdfs_pb2.HdfsFileStatusProto, _Mapping]] = ...) -> None: ...
 
+class GetLocatedFileInfoRequestProto(_message.Message):
+    __slots__ = ("src", "needBlockToken")
+    SRC_FIELD_NUMBER: _ClassVar[int]
+    NEEDBLOCKTOKEN_FIELD_NUMBER: _ClassVar[int]
+    src: str
+    needBlockToken: bool
+    def __init__(self, src: _Optional[str] = ..., needBlockToken: _Optional[bool] = ...) -> None: ...
+
+class GetLocatedFileInfoResponseProto(_message.Message):
+    __slots__ = ("fs",)
+    FS_FIELD_NUMBER: _ClassVar[int]
+    fs: _hdfs_pb2.HdfsFileStatusProto
+    def __init__(self, fs: _Optional[_Union[_hdfs_pb2.HdfsFileStatusProto, _Mapping]] = ...) -> None: ...
+
 class GetListingRequestProto(_message.Message):
     __slots__ = ("src", "startAfter", "needLocation")
     SRC_FIELD_NUMBER: _ClassVar[int]
@@ -106,3 +120,87 @@ class SaveNamespaceResponseProto(_message.Message):
     SAVED_FIELD_NUMBER: _ClassVar[int]
     saved: bool
     def __init__(self, saved: _Optional[bool] = ...) -> None: ...
+
+class CreateRequestProto(_message.Message):
+    __slots__ = ("src", "masked", "clientName", "createFlag", "createParent", "replication", "blockSize")
+    SRC_FIELD_NUMBER: _ClassVar[int]
+    MASKED_FIELD_NUMBER: _ClassVar[int]
+    CLIENTNAME_FIELD_NUMBER: _ClassVar[int]
+    CREATEFLAG_FIELD_NUMBER: _ClassVar[int]
+    CREATEPARENT_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    BLOCKSIZE_FIELD_NUMBER: _ClassVar[int]
+    src: str
+    masked: _hdfs_pb2.FsPermissionProto
+    clientName: str
+    createFlag: int
+    createParent: bool
+    replication: int
+    blockSize: int
+    def __init__(self, src: _Optional[str] = ..., masked: _Optional[_Union[_hdfs_pb2.FsPermissionProto, _Mapping]] = ..., clientName: _Optional[str] = ..., createFlag: _Optional[int] = ..., createParent: _Optional[bool] = ..., replication: _Optional[int] = ..., blockSize: _Optional[int] = ...) -> None: ...
+
+class CreateResponseProto(_message.Message):
+    __slots__ = ("fs",)
+    FS_FIELD_NUMBER: _ClassVar[int]
+    fs: _hdfs_pb2.HdfsFileStatusProto
+    def __init__(self, fs: _Optional[_Union[_hdfs_pb2.HdfsFileStatusProto, _Mapping]] = ...) -> None: ...
+
+class CompleteRequestProto(_message.Message):
+    __slots__ = ("src", "clientName", "fileId")
+    SRC_FIELD_NUMBER: _ClassVar[int]
+    CLIENTNAME_FIELD_NUMBER: _ClassVar[int]
+    FILEID_FIELD_NUMBER: _ClassVar[int]
+    src: str
+    clientName: str
+    fileId: int
+    def __init__(self, src: _Optional[str] = ..., clientName: _Optional[str] = ..., fileId: _Optional[int] = ...) -> None: ...
+
+class CompleteResponseProto(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: bool
+    def __init__(self, result: _Optional[bool] = ...) -> None: ...
+
+class DeleteRequestProto(_message.Message):
+    __slots__ = ("src", "recursive")
+    SRC_FIELD_NUMBER: _ClassVar[int]
+    RECURSIVE_FIELD_NUMBER: _ClassVar[int]
+    src: str
+    recursive: bool
+    def __init__(self, src: _Optional[str] = ..., recursive: _Optional[bool] = ...) -> None: ...
+
+class DeleteResponseProto(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: bool
+    def __init__(self, result: _Optional[bool] = ...) -> None: ...
+
+class RenameRequestProto(_message.Message):
+    __slots__ = ("src", "dst")
+    SRC_FIELD_NUMBER: _ClassVar[int]
+    DST_FIELD_NUMBER: _ClassVar[int]
+    src: str
+    dst: str
+    def __init__(self, src: _Optional[str] = ..., dst: _Optional[str] = ...) -> None: ...
+
+class RenameResponseProto(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: bool
+    def __init__(self, result: _Optional[bool] = ...) -> None: ...
+
+class MkdirsRequestProto(_message.Message):
+    __slots__ = ("src", "masked", "createParent")
+    SRC_FIELD_NUMBER: _ClassVar[int]
+    MASKED_FIELD_NUMBER: _ClassVar[int]
+    CREATEPARENT_FIELD_NUMBER: _ClassVar[int]
+    src: str
+    masked: _hdfs_pb2.FsPermissionProto
+    createParent: bool
+    def __init__(self, src: _Optional[str] = ..., masked: _Optional[_Union[_hdfs_pb2.FsPermissionProto, _Mapping]] = ..., createParent: _Optional[bool] = ...) -> None: ...
+
+class MkdirsResponseProto(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: bool
+    def __init__(self, result: _Optional[bool] = ...) -> None: ...
