@@ -746,8 +746,9 @@ static int avro_decimal(Buf *b, const uint8_t *p) {
 }
 
 static int avro_value(const Node *n, int64_t i, Buf *b, int top) {
+    if (n->kind == K_NULL) return 0; /* Avro "null", never in a union */
     if (n->nullable && !top) {
-        if (!is_valid(n, i) || n->kind == K_NULL) return putc1(b, 0x00);
+        if (!is_valid(n, i)) return putc1(b, 0x00);
         if (putc1(b, 0x02) < 0) return -1;
     }
     int64_t j = n->offset + i;
