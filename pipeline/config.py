@@ -20,7 +20,7 @@ VALUE_FORMATS = ("json", "avro")
 START_FROM = ("earliest", "latest")
 TOLERANCES = ("none", "all")
 DETECTORS = ("inotify", "listing")
-TIMESTAMP_MODES = ("iso", "epoch_ms", "epoch_us")
+TIMESTAMP_MODES = ("iso", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 

@@ -28,6 +28,7 @@ import structlog
 
 from pipeline import config as config_mod
 from pipeline import ledger as ledger_mod
+from pipeline import logs
 from pipeline.config import Config, SourceConfig
 from pipeline.ledger import FileEntry, LedgerState
 from pipeline.producer import (
@@ -40,6 +41,7 @@ from pipeline.producer import (
     Item,
     UnitRecords,
 )
+from pipeline.ratelimit import GLOBAL, RateLimiter
 from pipeline.workers import FileOpener, FileWork, WorkerPool
 
 log = structlog.get_logger("hdfs2kafka.daemon")
@@ -90,7 +92,8 @@ class Daemon:
         self._reload_requested = False
         self._restart_requested = False
         self._namenode: Any = None
-        self.limiter: Any = None
+        self.limiter = RateLimiter()
+        self._apply_limits()
         self.hooks: list[Any] = []  # observers (metrics, sd_notify) with optional callbacks
 
     # ------------------------------------------------------------------ life
@@ -223,7 +226,7 @@ class Daemon:
             queue=work_queue, out=committer.queue, sources=self._source_config,
             opener=FileOpener(self.config.hdfs.webhdfs, self.config.hdfs.user,
                               self.config.kafka.schema_registry),
-            unit_rows=d.unit_rows, workers=d.workers,
+            unit_rows=d.unit_rows, workers=self.workers,
             limiter=self.limiter, is_paused=self._is_paused,
             on_source_failed=self._source_failed)
         return FlowState(state=state, committer=committer, pool=pool, work_queue=work_queue)
@@ -296,7 +299,6 @@ class Daemon:
 
     async def _detect_by_edits(self, flow: FlowState, client: Any) -> None:
         from hdfswatch.detector import FileDetector
-
         from hdfswatch.events import Gap
 
         state = flow.state
@@ -462,11 +464,54 @@ class Daemon:
             log.info("ready: recovery done, streaming")
             self._notify("ready")
 
+    def _reload_result(self, ok: bool) -> None:
+        for hook in self.hooks:
+            fn = getattr(hook, "on_reload_result", None)
+            if fn:
+                fn(ok)
+
     def _notify(self, what: str) -> None:
         for hook in self.hooks:
             fn = getattr(hook, f"on_{what}", None)
             if fn:
                 fn()
+
+    # ------------------------------------------------------------------ speed (live)
+
+    def _apply_limits(self) -> None:
+        self.limiter.set(GLOBAL, self.config.daemon.rows_per_second, None)
+        for name, rt in self.sources.items():
+            self.limiter.set(name, rt.config.rows_per_second, rt.config.bytes_per_second)
+
+    def set_rate(self, name: str, rows_per_second: float | None, bytes_per_second: float | None) -> None:
+        """Change a source's limits now (until the next reload sets them from the file)."""
+        if name == GLOBAL:
+            self.limiter.set(GLOBAL, rows_per_second, None)
+            return
+        if name not in self.sources:
+            raise KeyError(name)
+        self.limiter.set(name, rows_per_second, bytes_per_second)
+        log.info("rate changed", source=name, rows_per_second=rows_per_second,
+                 bytes_per_second=bytes_per_second)
+
+    def pause(self, name: str, paused: bool) -> None:
+        rt = self.sources[name]
+        rt.paused = paused
+        if not paused:
+            rt.failed = None
+        log.info("source paused" if paused else "source resumed", source=name)
+
+    def set_workers(self, workers: int) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self._workers = workers
+        if self.flow is not None:
+            self.flow.pool.resize(workers)
+        log.info("workers changed", workers=workers)
+
+    @property
+    def workers(self) -> int:
+        return getattr(self, "_workers", self.config.daemon.workers)
 
     # ------------------------------------------------------------------ reload
 
@@ -481,7 +526,7 @@ class Daemon:
         except config_mod.ConfigError as exc:
             log.error("reload refused; the running registry stays", problems=exc.problems,
                       config=self.config.path)
-            self._notify("reload_failed")
+            self._reload_result(False)
             self._notify("ready")
             return False
         old_names = set(self.sources)
@@ -496,15 +541,14 @@ class Daemon:
                 rt.config = s
         for name in old_names - new_names:
             self.sources.pop(name, None)
+            self.limiter.remove(name)
         self.config = Config(path=self.config.path, daemon=new.daemon, hdfs=self.config.hdfs,
                              kafka=self.config.kafka, sources=new.sources)
-        if self.flow is not None:
-            self.flow.pool.resize(new.daemon.workers)
+        self._apply_limits()
+        self.set_workers(new.daemon.workers)
+        logs.configure(new.daemon.log_level, new.daemon.log_format)
         log.info("registry reloaded", added=sorted(new_names - old_names),
                  removed=sorted(old_names - new_names), sources=sorted(new_names))
-        for hook in self.hooks:
-            fn = getattr(hook, "on_reloaded", None)
-            if fn:
-                fn(self)
+        self._reload_result(True)
         self._notify("ready")
         return bool(new_names - old_names)

@@ -27,6 +27,7 @@ from pipeline.config import SourceConfig
 from pipeline.ledger import FileEntry
 from pipeline.positions import AvroPosition, parse_position
 from pipeline.producer import FileFinished, FileQuarantined, Item, UnitRecords
+from pipeline.records import make_unit_encoder
 
 log = structlog.get_logger("hdfs2kafka.workers")
 
@@ -69,25 +70,36 @@ class FileOpener:
         self.user = user
         self.schema_registry = schema_registry
 
-    def open(self, work: FileWork, source: SourceConfig, unit_rows: int) -> Iterator[UnitRecords | FileFinished]:
+    def open(self, work: FileWork, source: SourceConfig,
+             unit_rows: Callable[[], int]) -> Iterator[UnitRecords | FileFinished]:
         """The file's remaining units, encoded; a FileFinished closes a file whose last unit
         was already committed (or that has no rows)."""
         from hdfswatch.ranged import WebHdfsFile
-        from pipeline.encoders import make_encoders
         from pipeline.readers import open_reader
 
         entry = work.entry
         f = WebHdfsFile(self.webhdfs_url, entry.path, user=self.user,
                         expected_size=entry.size, expected_file_id=entry.file_id)
         reader = open_reader(f, source.format)
-        encode = make_encoders(source, reader, schema_registry=self.schema_registry)
+        encode = make_unit_encoder(source, reader, self.schema_registry)
         start = parse_position(work.start) if work.start else None
         total = getattr(reader, "total_rows", None)
         final_end = str(AvroPosition(entry.size)) if reader.format == "avro" else None
         last = False
-        for unit in reader.units(start=start, max_rows=unit_rows):
+        # Units are re-cut when a speed limit changes, so that one unit stays a fraction of a
+        # second of the limit (bounded bursts) and an unlimited source gets large units.
+        size = unit_rows()
+        units = reader.units(start=start, max_rows=size)
+        while True:
+            unit = next(units, None)
+            if unit is None:
+                break
             values, keys, headers, nbytes = encode(unit, entry.path)
             last = unit.end is None
+            wanted = unit_rows()
+            if not last and wanted != size:
+                size = wanted
+                units = reader.units(start=unit.end, max_rows=size)
             yield UnitRecords(
                 file_id=entry.file_id, source=source.name, topic=source.topic,
                 start=str(unit.start), end=final_end if last else str(unit.end),
@@ -149,6 +161,11 @@ class WorkerPool:
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _unit_rows(self, source: str) -> int:
+        if self.limiter is None:
+            return self.unit_rows
+        return int(self.limiter.unit_rows_hint(source, self.unit_rows))
 
     def parked(self) -> list[FileWork]:
         return list(self._parked)
@@ -213,7 +230,7 @@ class WorkerPool:
     async def _stream(self, work: FileWork, source: SourceConfig, prog: Progress) -> None:
         loop = asyncio.get_running_loop()
         units = await loop.run_in_executor(
-            self._executor, lambda: self.opener.open(work, source, self.unit_rows))
+            self._executor, lambda: self.opener.open(work, source, lambda: self._unit_rows(source.name)))
         sentinel = object()
         while True:
             while self.is_paused(source.name):  # noqa: ASYNC110 - pause is a flag set from outside

@@ -1,0 +1,53 @@
+"""From a decoded unit to Kafka records, as a source asks: values (json or avro), keys from
+columns, optional headers naming the file and the position."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pipeline.config import SourceConfig
+
+Encoded = tuple[list[bytes], list[bytes] | None, list[list[tuple[str, bytes]]] | None, int]
+UnitEncoder = Callable[[Any, str], Encoded]
+
+PATH_HEADER = "hdfs2kafka.path"
+POSITION_HEADER = "hdfs2kafka.position"
+
+
+def make_unit_encoder(source: SourceConfig, reader: Any, schema_registry: str | None) -> UnitEncoder:
+    """A function turning one reader unit into (values, keys, headers, bytes)."""
+    value_encoder = _value_encoder(source, reader, schema_registry)
+    key_encoder = None
+    if source.key:
+        from pipeline.encoders.keys import KeyEncoder
+
+        key_encoder = KeyEncoder(list(source.key))
+
+    def encode(unit: Any, path: str) -> Encoded:
+        values = value_encoder(unit)
+        keys = key_encoder.encode(unit.batch) if key_encoder is not None else None
+        headers = None
+        if source.headers:
+            p = path.encode()
+            pos = str(unit.start).encode()
+            headers = [[(PATH_HEADER, p), (POSITION_HEADER, pos)]] * len(values)
+        nbytes = sum(map(len, values))
+        if keys is not None:
+            nbytes += sum(map(len, keys))
+        return values, keys, headers, nbytes
+
+    return encode
+
+
+def _value_encoder(source: SourceConfig, reader: Any, schema_registry: str | None) -> Callable[[Any], list[bytes]]:
+    if source.value_format == "json":
+        from pipeline.encoders.json import JsonEncoder, JsonOptions
+
+        enc = JsonEncoder(JsonOptions(timestamps=source.timestamps))  # type: ignore[arg-type]
+        return lambda unit: enc.encode(unit.batch)
+    if source.value_format == "avro":
+        from pipeline.encoders import avro_value_encoder
+
+        return avro_value_encoder(source, reader, schema_registry)  # type: ignore[no-any-return]
+    raise ValueError(f"source {source.name}: unknown value_format {source.value_format!r}")

@@ -1,0 +1,260 @@
+"""Helpers for daemon tests: sample files with unique row ids, the daemon as a real subprocess,
+and a read_committed consumer that checks what landed in Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[3]
+ROWS_PER_FILE_ID = 1_000_000  # row id = file_no * ROWS_PER_FILE_ID + row number
+
+
+def rows_for(file_no: int, n: int) -> dict[str, list[Any]]:
+    return {
+        "id": [file_no * ROWS_PER_FILE_ID + i for i in range(n)],
+        "file_no": [file_no] * n,
+        "seq": list(range(n)),
+        "user": [f"user-{(file_no * 7 + i) % 97}" for i in range(n)],
+        "amount": [float(i) * 0.5 for i in range(n)],
+    }
+
+
+def parquet_bytes(file_no: int, n: int, row_group_size: int = 5000) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.table(rows_for(file_no, n)), buf, row_group_size=row_group_size)
+    return buf.getvalue()
+
+
+AVRO_SCHEMA = fastavro.parse_schema({
+    "type": "record", "name": "Row", "fields": [
+        {"name": "id", "type": "long"}, {"name": "file_no", "type": "long"},
+        {"name": "seq", "type": "long"}, {"name": "user", "type": "string"},
+        {"name": "amount", "type": "double"},
+    ]})
+
+
+def avro_bytes(file_no: int, n: int, block_rows: int = 2000, codec: str = "deflate") -> bytes:
+    cols = rows_for(file_no, n)
+    records = [dict(zip(cols, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]
+    buf = io.BytesIO()
+    fastavro.writer(buf, AVRO_SCHEMA, records, codec=codec, sync_interval=block_rows * 40)
+    return buf.getvalue()
+
+
+def sample_file(file_no: int, n: int) -> tuple[str, bytes]:
+    """Alternating Parquet and Avro files: (suffix, bytes)."""
+    if file_no % 2:
+        return ".avro", avro_bytes(file_no, n)
+    return ".parquet", parquet_bytes(file_no, n)
+
+
+def put(webhdfs: Any, path: str, data: bytes) -> None:
+    """Upload as `hdfs dfs -put` does: write `name._COPYING_`, then rename into place."""
+    tmp = f"{path}._COPYING_"
+    webhdfs.write(tmp, data, overwrite=True)
+    webhdfs.rename(tmp, path)
+
+
+def write_config(tmp: Path, stack: Any, *, instance_id: str, ledger_topic: str,
+                 sources: list[dict[str, Any]], http_port: int = 0, **daemon: Any) -> Path:
+    lines = ["[daemon]", f'instance_id = "{instance_id}"']
+    lines.append(f'http = "127.0.0.1:{http_port or free_port()}"')
+    lines.append('log_level = "info"')
+    for k, v in daemon.items():
+        lines.append(f"{k} = {toml_value(v)}")
+    lines += ["", "[hdfs]", f'namenodes = ["{stack.namenode}"]', f'webhdfs = "{stack.webhdfs_url}"',
+              f'user = "{stack.hdfs_user}"', "", "[kafka]", f'bootstrap = "{stack.kafka_bootstrap}"',
+              f'ledger_topic = "{ledger_topic}"']
+    registry = getattr(stack, "schema_registry_url", None)
+    if registry:
+        lines.append(f'schema_registry = "{registry}"')
+    for src in sources:
+        lines += ["", "[[sources]]"]
+        errors = src.pop("errors", None)
+        for k, v in src.items():
+            lines.append(f"{k} = {toml_value(v)}")
+        if errors:
+            lines.append("[sources.errors]")
+            for k, v in errors.items():
+                lines.append(f"{k} = {toml_value(v)}")
+    path = tmp / f"{instance_id}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return str(v)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class DaemonProcess:
+    """`hdfs2kafka run --config FILE` as a real subprocess; logs go to a file."""
+
+    def __init__(self, config: Path, log_dir: Path) -> None:
+        self.config = config
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"{self.config.stem}.log"
+
+    def start(self) -> None:
+        self.starts += 1
+        out = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        out.write(f"\n---- start {self.starts}\n".encode())
+        out.flush()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "run", "--config", str(self.config)],
+            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.wait(30)
+
+    def terminate(self, timeout: float = 60) -> int:
+        self.signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, needle: str, timeout: float = 60, after: int = 0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.log_text()[after:]:
+                return
+            if not self.alive():
+                raise AssertionError(f"daemon exited before logging {needle!r}:\n{self.log_text()[-4000:]}")
+            time.sleep(0.1)
+        raise AssertionError(f"daemon did not log {needle!r} within {timeout}s:\n{self.log_text()[-4000:]}")
+
+    def __enter__(self) -> DaemonProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.alive():
+            self.kill()
+
+
+async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+@dataclass
+class Landed:
+    """What a read_committed consumer found in a topic."""
+
+    records: list[tuple[int, int, dict[str, Any], bytes | None]]  # partition, offset, value, key
+
+    @property
+    def ids(self) -> list[int]:
+        return [v["id"] for _, _, v, _ in self.records]
+
+    def duplicates(self) -> dict[int, int]:
+        return {i: c for i, c in Counter(self.ids).items() if c > 1}
+
+    def out_of_order(self) -> list[str]:
+        """Rows of one file that appear out of file order within a partition."""
+        last: dict[tuple[int, int], int] = {}
+        bad = []
+        for part, off, v, _ in sorted(self.records, key=lambda r: (r[0], r[1])):
+            k = (part, v["file_no"])
+            if k in last and v["seq"] <= last[k]:
+                bad.append(f"partition {part} offset {off}: file {v['file_no']} seq {v['seq']} after {last[k]}")
+            last[k] = v["seq"]
+        return bad
+
+
+async def consume(bootstrap: str, topic: str, expect: int | None = None, timeout: float = 120,
+                  settle: float = 3.0) -> Landed:
+    """Everything committed in `topic`: until `expect` rows arrived (then `settle` more seconds
+    to catch duplicates), or until nothing new came for `settle` seconds."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, isolation_level="read_committed",
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    await consumer.start()
+    records: list[tuple[int, int, dict[str, Any], bytes | None]] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        quiet_since = loop.time()
+        while loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=50_000)
+            got = False
+            for tp, msgs in batch.items():
+                for m in msgs:
+                    records.append((tp.partition, m.offset, orjson.loads(m.value), m.key))
+                    got = True
+            if got:
+                quiet_since = loop.time()
+            reached = expect is not None and len(records) >= expect
+            if (reached or expect is None) and loop.time() - quiet_since >= settle:
+                break
+    finally:
+        await consumer.stop()
+    return Landed(records)
+
+
+def expected_ids(file_rows: dict[int, int]) -> list[int]:
+    out = []
+    for file_no, n in sorted(file_rows.items()):
+        out.extend(file_no * ROWS_PER_FILE_ID + i for i in range(n))
+    return out
+
+
+def missing(landed: Landed, file_rows: dict[int, int]) -> dict[int, int]:
+    """Per file, how many rows never arrived."""
+    seen: dict[int, set[int]] = defaultdict(set)
+    for i in landed.ids:
+        seen[i // ROWS_PER_FILE_ID].add(i % ROWS_PER_FILE_ID)
+    return {f: n - len(seen[f]) for f, n in file_rows.items() if len(seen[f]) != n}

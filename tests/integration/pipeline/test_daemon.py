@@ -1,0 +1,115 @@
+"""The daemon against the real HDFS and Kafka: every row of every ready file, once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from harness import (
+    DaemonProcess,
+    consume,
+    create_topic,
+    expected_ids,
+    missing,
+    put,
+    sample_file,
+    write_config,
+)
+
+
+@pytest.fixture
+def names(unique: str) -> dict[str, str]:
+    return {"dir": f"/tests/daemon/{unique}", "topic": f"rows-{unique}",
+            "ledger": f"ledger-{unique}", "instance": f"it-{unique}"}
+
+
+async def test_streams_existing_and_new_files_once_and_survives_restarts(stack, webhdfs, names, tmp_path: Path):
+    topic, base = names["topic"], names["dir"]
+    await create_topic(stack.kafka_bootstrap, topic, 3)
+    rows = {}
+    # Already there before the first start: `earliest` streams them too.
+    for f in range(3):
+        suffix, data = sample_file(f, 3000)
+        put(webhdfs, f"{base}/in/part-{f}{suffix}", data)
+        rows[f] = 3000
+    cfg = write_config(tmp_path, stack, instance_id=names["instance"], ledger_topic=names["ledger"],
+                       sources=[{"name": "rows", "path": f"{base}/in/*", "topic": topic,
+                                 "start_from": "earliest"}], unit_rows=1000)
+    with DaemonProcess(cfg, tmp_path) as daemon:
+        daemon.start()
+        daemon.wait_for_log("ready: recovery done")
+        for f in range(3, 6):
+            suffix, data = sample_file(f, 2500)
+            put(webhdfs, f"{base}/in/part-{f}{suffix}", data)
+            rows[f] = 2500
+        landed = await consume(stack.kafka_bootstrap, topic, expect=sum(rows.values()), timeout=90)
+        assert missing(landed, rows) == {}
+        assert landed.duplicates() == {}
+        assert landed.out_of_order() == []
+        assert daemon.terminate() == 0
+
+        # Restart after completion: nothing new. A file written while it was down: streamed.
+        suffix, data = sample_file(6, 1200)
+        put(webhdfs, f"{base}/in/part-6{suffix}", data)
+        rows[6] = 1200
+        daemon.start()
+        daemon.wait_for_log("ready: recovery done")
+        landed = await consume(stack.kafka_bootstrap, topic, expect=sum(rows.values()), timeout=60)
+        assert sorted(landed.ids) == expected_ids(rows)
+        assert daemon.terminate() == 0
+
+
+async def test_latest_skips_what_is_already_there(stack, webhdfs, names, tmp_path: Path):
+    topic, base = names["topic"], names["dir"]
+    suffix, data = sample_file(0, 500)
+    put(webhdfs, f"{base}/old/part-0{suffix}", data)
+    cfg = write_config(tmp_path, stack, instance_id=names["instance"], ledger_topic=names["ledger"],
+                       sources=[{"name": "new-only", "path": f"{base}/old/*", "topic": topic,
+                                 "start_from": "latest"}])
+    with DaemonProcess(cfg, tmp_path) as daemon:
+        daemon.start()
+        daemon.wait_for_log("ready: recovery done")
+        suffix, data = sample_file(1, 700)
+        put(webhdfs, f"{base}/old/part-1{suffix}", data)
+        landed = await consume(stack.kafka_bootstrap, topic, expect=700, timeout=60)
+        assert sorted(landed.ids) == expected_ids({1: 700})
+        assert daemon.terminate() == 0
+
+
+async def test_corrupt_and_vanishing_files_are_quarantined_and_the_rest_streams(stack, webhdfs, names, tmp_path: Path):
+    topic, base = names["topic"], names["dir"]
+    cfg = write_config(tmp_path, stack, instance_id=names["instance"], ledger_topic=names["ledger"],
+                       sources=[{"name": "mixed", "path": f"{base}/in/*", "topic": topic,
+                                 "start_from": "earliest",
+                                 "errors": {"tolerance": "all", "retry_timeout_ms": 2000,
+                                            "dead_letter_topic": f"{topic}.dlq"}}],
+                       rows_per_second=20000, unit_rows=500)
+    rows = {}
+    with DaemonProcess(cfg, tmp_path) as daemon:
+        daemon.start()
+        daemon.wait_for_log("ready: recovery done")
+        suffix, good = sample_file(0, 2000)
+        put(webhdfs, f"{base}/in/good-0{suffix}", good)
+        rows[0] = 2000
+        _, bad = sample_file(2, 2000)
+        put(webhdfs, f"{base}/in/broken.parquet", bad[: len(bad) // 2] + b"\0" * 64 + b"PAR1")
+        # A big file deleted while it is being read (the rate limit keeps it in flight).
+        _, big = sample_file(4, 60_000)
+        put(webhdfs, f"{base}/in/deleted.parquet", big)
+        await asyncio.sleep(1.5)
+        webhdfs.delete(f"{base}/in/deleted.parquet")
+        suffix, good = sample_file(1, 1500)
+        put(webhdfs, f"{base}/in/good-1{suffix}", good)
+        rows[1] = 1500
+        daemon.wait_for_log("file quarantined", timeout=60)
+        landed = await consume(stack.kafka_bootstrap, topic, expect=sum(rows.values()), timeout=60)
+        good_ids = [i for i in landed.ids if i // 1_000_000 in rows]
+        assert sorted(good_ids) == expected_ids(rows)
+        assert landed.duplicates() == {}
+        dlq = await consume(stack.kafka_bootstrap, f"{topic}.dlq", expect=2, timeout=30)
+        reasons = {v["path"].rsplit("/", 1)[1]: v["reason"] for _, _, v, _ in dlq.records}
+        assert set(reasons) == {"broken.parquet", "deleted.parquet"}
+        assert "broken.parquet" in reasons["broken.parquet"]
+        assert daemon.terminate() == 0
