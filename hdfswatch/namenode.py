@@ -164,6 +164,9 @@ class NameNodeClient:
         self._connecting: asyncio.Lock | None = None
         self._closed = False
         self.failovers = 0
+        """Moves to another NameNode address."""
+        self.connects = 0
+        """Connections opened (the first one, and every reconnect)."""
         self._located_info = True
 
     @classmethod
@@ -217,6 +220,7 @@ class NameNodeClient:
                                  connect_timeout=self.connect_timeout,
                                  max_frame=self._max_frame)
             await conn.open()
+            self.connects += 1
             self._conn = conn
             return conn
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from hdfswatch_support import DEVSTACK, Namespace, PrivateHdfs, _free_ports
+from hdfswatch_support import DEVSTACK, Namespace, PrivateHdfs, free_ports
 
 from hdfswatch.namenode import NameNodeClient
 
@@ -32,12 +32,8 @@ def ns(nn: NameNodeClient) -> Namespace:
     return Namespace(nn)
 
 
-@pytest.fixture(scope="session")
-def private_hdfs(stack, tmp_path_factory) -> Iterator[PrivateHdfs]:  # type: ignore[no-untyped-def]
-    main_home = Path(os.environ.get("DEVSTACK_HOME")
-                     or Path.home() / ".cache" / "hdfs2kafka" / "devstack")
-    home = tmp_path_factory.mktemp("private-hdfs")
-    rpc, http, dn, dn_http, dn_ipc = _free_ports(5)
+def _private_env(home: Path, main_home: Path) -> dict[str, str]:
+    rpc, http, dn, dn_http, dn_ipc = free_ports(5)
     env = dict(os.environ)
     env.update({
         "DEVSTACK_HOME": str(home),
@@ -53,12 +49,36 @@ def private_hdfs(stack, tmp_path_factory) -> Iterator[PrivateHdfs]:  # type: ign
                               "dfs.namenode.num.extra.edits.retained=2,"
                               "dfs.namenode.max.extra.edits.segments.retained=1",
     })
-    hdfs = PrivateHdfs(env=env, namenode=f"127.0.0.1:{rpc}",
-                       webhdfs_url=f"http://127.0.0.1:{http}", user=stack.hdfs_user)
+    return env
+
+
+def _down(env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, str(DEVSTACK), "down"], env=env, timeout=120,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
+@pytest.fixture(scope="session")
+def private_hdfs(stack, tmp_path_factory) -> Iterator[PrivateHdfs]:  # type: ignore[no-untyped-def]
+    main_home = Path(os.environ.get("DEVSTACK_HOME")
+                     or Path.home() / ".cache" / "hdfs2kafka" / "devstack")
+    home = tmp_path_factory.mktemp("private-hdfs")
+    hdfs: PrivateHdfs | None = None
+    for attempt in range(3):
+        env = _private_env(home, main_home)
+        candidate = PrivateHdfs(env=env, namenode=f"127.0.0.1:{env['DEVSTACK_NN_RPC_PORT']}",
+                                webhdfs_url=f"http://127.0.0.1:{env['DEVSTACK_NN_HTTP_PORT']}",
+                                user=stack.hdfs_user)
+        try:
+            candidate.ctl("up", "--only", "hdfs")
+            hdfs = candidate
+            break
+        except subprocess.CalledProcessError:
+            _down(env)  # e.g. a port taken meanwhile: try again with other ports
+            if attempt == 2:
+                raise
+    assert hdfs is not None
     try:
-        hdfs.ctl("up", "--only", "hdfs")
         yield hdfs
     finally:
-        subprocess.run([sys.executable, str(DEVSTACK), "down"], env=env, timeout=120,
-                       stdout=subprocess.DEVNULL, check=False)
+        _down(hdfs.env)
         shutil.rmtree(home, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import subprocess
 import sys
@@ -131,17 +132,25 @@ class Watch:
 # --------------------------------------------------------------------------- a private HDFS
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+def free_ports(n: int) -> list[int]:
+    """`n` ports that are free now, below the ephemeral range (32768+) so that no outgoing
+    connection takes one before the server binds it."""
+    rng = random.Random()
+    while True:
+        base = rng.randrange(20000, 32000 - n)
+        ports = list(range(base, base + n))
+        socks = []
+        try:
+            for port in ports:
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return ports
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
 
 
 @dataclass
