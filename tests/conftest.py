@@ -37,6 +37,7 @@ class Stack:
     kafka_bootstrap: str
     hadoop_conf_dir: str
     devstack: Path
+    schema_registry_url: str = ""
 
     def env(self) -> dict[str, str]:
         return {
@@ -45,6 +46,7 @@ class Stack:
             "HDFS_USER": self.hdfs_user,
             "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "HADOOP_CONF_DIR": self.hadoop_conf_dir,
+            "SCHEMA_REGISTRY_URL": self.schema_registry_url,
         }
 
     def ctl(self, *args: str, timeout: float = 300) -> None:
@@ -76,6 +78,7 @@ def stack() -> Stack:
         kafka_bootstrap=env["KAFKA_BOOTSTRAP"],
         hadoop_conf_dir=env["HADOOP_CONF_DIR"],
         devstack=DEVSTACK,
+        schema_registry_url=env.get("SCHEMA_REGISTRY_URL", ""),
     )
 
 
