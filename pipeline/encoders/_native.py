@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 try:
-    from pipeline.encoders import _rows as rows
+    import pipeline.encoders._rows as rows
 except ImportError as exc:  # pragma: no cover - only on an install that skipped the build
     raise ImportError(
         "pipeline.encoders._rows is not built: install the project with "

@@ -192,7 +192,7 @@ class AvroEncoder:
             self._checked = batch.schema
         batch = _plain_batch(batch)
         schema_capsule, array_capsule = batch.__arrow_c_array__()
-        return _rows.avro_rows(schema_capsule, array_capsule, self._prefix)  # type: ignore[no-any-return]
+        return _rows.avro_rows(schema_capsule, array_capsule, self._prefix)
 
 
 def _plain_batch(batch: pa.RecordBatch) -> pa.RecordBatch:

@@ -85,7 +85,7 @@ class JsonEncoder:
         self._args = walker_args(self.options)
 
     def encode(self, batch: pa.RecordBatch) -> list[bytes]:
-        return encode_rows(batch, self._args, MODE_OBJECT)
+        return encode_rows(batch, self._args, MODE_OBJECT)  # type: ignore[return-value]
 
 
 def walker_args(options: JsonOptions) -> tuple[int, int, int]:
@@ -97,10 +97,13 @@ def walker_args(options: JsonOptions) -> tuple[int, int, int]:
     )
 
 
-def encode_rows(batch: pa.RecordBatch, args: tuple[int, int, int], mode: int) -> list[bytes]:
-    """Run the compiled walker over a batch prepared for it (see `prepare`)."""
+def encode_rows(
+    batch: pa.RecordBatch, args: tuple[int, int, int], mode: int
+) -> list[bytes | None]:
+    """Run the compiled walker over a batch prepared for it (see `prepare`). Only MODE_BARE
+    gives None (for null values)."""
     schema_capsule, array_capsule = prepare(batch).__arrow_c_array__()
-    return _rows.json_rows(schema_capsule, array_capsule, *args, mode)  # type: ignore[no-any-return]
+    return _rows.json_rows(schema_capsule, array_capsule, *args, mode)
 
 
 def prepare(batch: pa.RecordBatch) -> pa.RecordBatch:

@@ -39,4 +39,4 @@ class KeyEncoder:
             )
         keys = batch.select(list(self.columns))
         mode = MODE_BARE if len(self.columns) == 1 else MODE_ARRAY
-        return encode_rows(keys, self._args, mode)  # type: ignore[return-value]
+        return encode_rows(keys, self._args, mode)

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.encoders import JsonEncoder, JsonOptions, make_value_encoder
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def _all_types_batch() -> pa.RecordBatch:
