@@ -46,4 +46,41 @@ def make_value_encoder(
     raise ValueError(f"unknown value format {value_format!r}: expected one of {', '.join(VALUE_FORMATS)}")
 
 
-__all__ = ["VALUE_FORMATS", "JsonEncoder", "JsonOptions", "ValueEncoder", "make_value_encoder"]
+def avro_value_encoder(source: Any, reader: Any, schema_registry: str | None) -> Any:
+    """The `avro` value encoder of a source for one file: a function of a reader unit giving its
+    Confluent-framed values. Blocking (it registers the schema): call it where the file is
+    opened, in a worker thread.
+
+    The value schema is registered under `<topic>-value`. For an Avro file it is the file's own
+    writer schema and the records are re-framed without decoding (`unit.avro_blocks`); for other
+    files it is derived from the Arrow schema (`arrow_to_avro_schema`, record named after the
+    topic) and each row is encoded.
+    """
+    from pipeline.encoders.avro import AvroBlockEncoder, AvroEncoder, arrow_to_avro_schema
+    from pipeline.encoders.registry import register_blocking
+
+    if not schema_registry:
+        raise ValueError(
+            f"source {source.name!r}: value_format avro needs kafka.schema_registry (the Schema "
+            "Registry URL) in the config"
+        )
+    subject = f"{source.topic}-value"
+    writer_schema = getattr(reader, "avro_schema", None)
+    if getattr(reader, "format", None) == "avro" and writer_schema is not None:
+        schema_id = register_blocking(schema_registry, subject, writer_schema)
+        blocks = AvroBlockEncoder(schema_id, writer_schema, getattr(reader, "codec", "null"))
+        return lambda unit: blocks.encode(unit.avro_blocks)
+    schema = arrow_to_avro_schema(reader.schema, source.topic)
+    schema_id = register_blocking(schema_registry, subject, schema)
+    rows = AvroEncoder(schema_id, schema)
+    return lambda unit: rows.encode(unit.batch)
+
+
+__all__ = [
+    "VALUE_FORMATS",
+    "JsonEncoder",
+    "JsonOptions",
+    "ValueEncoder",
+    "avro_value_encoder",
+    "make_value_encoder",
+]

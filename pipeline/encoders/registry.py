@@ -11,6 +11,8 @@ message and error code.
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 from typing import Any
 from urllib.parse import quote
 
@@ -126,3 +128,40 @@ class SchemaRegistryClient:
                 status=status, error_code=code,
             )
         return reply
+
+
+def register_blocking(url: str, subject: str, schema: dict[str, Any] | str,
+                      timeout: float = 10.0) -> int:
+    """`SchemaRegistryClient.register` for code running in a worker thread (opening a file and
+    building its encoders): one plain HTTP request, same errors."""
+    text = schema if isinstance(schema, str) else json.dumps(schema, separators=(",", ":"))
+    what = f"registering a schema under subject {subject!r}"
+    base = url.rstrip("/")
+    request = urllib.request.Request(
+        f"{base}/subjects/{quote(subject, safe='')}/versions",
+        data=json.dumps({"schema": text}).encode(), method="POST",
+        headers={"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            reply = json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            body = json.loads(exc.read() or b"{}")
+        except ValueError:
+            body = {}
+        code = body.get("error_code") if isinstance(body, dict) else None
+        message = body.get("message") if isinstance(body, dict) else None
+        raise SchemaRegistryError(
+            f"{what}: the registry at {base} answered HTTP {exc.code}"
+            + (f" (error {code})" if code is not None else "") + f": {message or exc.reason}",
+            status=exc.code, error_code=code,
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise SchemaRegistryError(
+            f"{what}: Schema Registry at {base} not reachable ({exc.__class__.__name__}: {exc})"
+        ) from exc
+    try:
+        return int(reply["id"])
+    except (KeyError, TypeError, ValueError):
+        raise SchemaRegistryError(f"{what}: the registry answered {reply!r}, with no schema id") from None

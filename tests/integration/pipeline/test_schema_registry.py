@@ -142,3 +142,34 @@ async def test_unreachable_registry_is_reported():
     async with SchemaRegistryClient("http://127.0.0.1:9/apis/ccompat/v7", timeout=2) as registry:
         with pytest.raises(SchemaRegistryError, match="not reachable"):
             await registry.register("t-value", {"type": "string"})
+
+
+@pytest.mark.parametrize("kind", ["parquet", "avro"])
+async def test_a_sources_avro_encoder_for_real_files(stack, unique, tmp_path, kind):
+    """What the daemon builds per file: the schema registered under <topic>-value (the file's
+    own for Avro, derived for Parquet), then every unit's values decode back to its rows."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import pyarrow.parquet as pq
+
+    from hdfswatch.ranged import LocalFile
+    from pipeline.encoders import avro_value_encoder
+    from pipeline.readers import open_reader
+
+    table = pa.table({"id": pa.array(range(3000), pa.int64()),
+                      "name": pa.array([None if i % 4 == 0 else f"n{i}" for i in range(3000)])})
+    path = tmp_path / f"part-0.{kind}"
+    if kind == "parquet":
+        pq.write_table(table, path, row_group_size=1000)
+    else:
+        schema = arrow_to_avro_schema(table.schema, "Row")
+        with path.open("wb") as f:
+            fastavro.writer(f, fastavro.parse_schema(schema), table.to_pylist(), codec="deflate",
+                            sync_interval=2000)
+    source = SimpleNamespace(name="s", topic=f"t-{unique}", value_format="avro")
+    reader = open_reader(LocalFile(str(path)), kind)  # type: ignore[arg-type]
+    encode = await asyncio.to_thread(avro_value_encoder, source, reader, stack.schema_registry_url)
+    values = [v for unit in reader.units(max_rows=700) for v in encode(unit)]
+    rows = await _decode_with_registry(stack.schema_registry_url, values)
+    assert rows == table.to_pylist()
