@@ -15,7 +15,11 @@ Guarantees:
 
 Polling adapts: right away while the NameNode has more than one reply's worth, every few
 milliseconds while events flow, and slower (up to `max_interval`) the longer the stream has
-been idle.
+been idle; never so often that the NameNode spends most of its time answering (see
+`PollSchedule`). How fast a poll is depends on the NameNode: it reads its in-progress edit
+segment from the start on each poll that finds something, so keep segments short (HA pairs
+roll every `dfs.ha.log-roll.period`, 2 minutes by default; a single NameNode rolls at
+`dfs.namenode.checkpoint.txns` x `dfs.namenode.edit.log.autoroll.multiplier.threshold`).
 """
 
 from __future__ import annotations
@@ -45,22 +49,31 @@ class PollSchedule:
     Idle: a fraction (`idle_factor`) of the time since the last event, between `min_interval`
     and `max_interval`, so a file closed after a quiet spell is still seen within
     `max_interval`, and one closed while others flow within a few milliseconds.
+
+    A poll that finds new transactions makes the NameNode read its in-progress edit segment
+    from the start up to them, so its cost grows with the segment (until the next roll). To
+    keep that bounded, the pause after a poll is at least `cost_factor` times how long the
+    poll took, except while catching up.
     """
 
     min_interval: float = 0.002
     max_interval: float = 0.5
     idle_factor: float = 0.1
+    cost_factor: float = 0.5
     _last_event: float | None = None
 
-    def next_delay(self, now: float, got_events: bool, more_pending: bool) -> float:
+    def next_delay(self, now: float, got_events: bool, more_pending: bool,
+                   poll_seconds: float = 0.0) -> float:
         if got_events or self._last_event is None:
             self._last_event = now
         if more_pending:
             return 0.0
         if got_events:
-            return self.min_interval
-        idle = now - self._last_event
-        return min(self.max_interval, max(self.min_interval, idle * self.idle_factor))
+            delay = self.min_interval
+        else:
+            idle = now - self._last_event
+            delay = min(self.max_interval, max(self.min_interval, idle * self.idle_factor))
+        return max(delay, min(self.max_interval, poll_seconds * self.cost_factor))
 
 
 class EditTailer:
@@ -68,7 +81,8 @@ class EditTailer:
 
     def __init__(self, client: NameNodeClient, start_txid: int | None = None, *,
                  min_interval: float = 0.002, max_interval: float = 0.5,
-                 idle_factor: float = 0.1, error_backoff_max: float = 10.0) -> None:
+                 idle_factor: float = 0.1, cost_factor: float = 0.5,
+                 error_backoff_max: float = 10.0) -> None:
         if start_txid is not None and start_txid < 1:
             raise ValueError("start_txid must be >= 1 (transaction ids start at 1)")
         self.client = client
@@ -78,12 +92,14 @@ class EditTailer:
         """Last transaction id handed out: every event up to it has been yielded."""
         self.sync_txid: int | None = None
         """The NameNode's durable txid as of the last reply (for lag)."""
-        self.schedule = PollSchedule(min_interval, max_interval, idle_factor)
+        self.schedule = PollSchedule(min_interval, max_interval, idle_factor, cost_factor)
         self._error_backoff_max = error_backoff_max
         self._ready: deque[tuple[EventBatch | Gap, int]] = deque()
         self._delay = 0.0
+        self._poll_seconds = 0.0
         self._closed = False
         self.polls = 0
+        self.poll_seconds_total = 0.0
         self.gaps = 0
         self.last_error: str | None = None
 
@@ -132,7 +148,10 @@ class EditTailer:
                     log.info("tailer.start", txid=self._next)
                 if self._delay > 0:
                     await asyncio.sleep(self._delay)
+                started = time.monotonic()
                 reply = await self.client.get_edits_from_txid(self._next)
+                self._poll_seconds = time.monotonic() - started
+                self.poll_seconds_total += self._poll_seconds
             except TRANSIENT as exc:
                 self.last_error = str(exc)
                 log.warning("tailer.namenode_unavailable", txid=self._next, error=str(exc),
@@ -171,4 +190,5 @@ class EditTailer:
             self._next = reply.last_txid + 1
         self._ready.extend(items)
         more = reply.sync_txid > reply.last_txid >= requested
-        self._delay = self.schedule.next_delay(time.monotonic(), got_events, more)
+        self._delay = self.schedule.next_delay(time.monotonic(), got_events, more,
+                                               self._poll_seconds)

@@ -118,3 +118,10 @@ def test_poll_schedule_is_fast_while_events_flow_and_bounded_when_idle():
     assert s.next_delay(2.0, got_events=False, more_pending=False) == pytest.approx(0.2)
     assert s.next_delay(60.0, got_events=False, more_pending=False) == 0.5
     assert s.next_delay(61.0, got_events=True, more_pending=False) == 0.002
+
+
+def test_poll_schedule_leaves_the_namenode_time_between_expensive_polls():
+    s = PollSchedule(min_interval=0.002, max_interval=0.5, cost_factor=0.5)
+    assert s.next_delay(0.0, got_events=True, more_pending=False, poll_seconds=0.2) == 0.1
+    assert s.next_delay(0.0, got_events=True, more_pending=True, poll_seconds=0.2) == 0.0
+    assert s.next_delay(0.0, got_events=True, more_pending=False, poll_seconds=5) == 0.5
