@@ -73,7 +73,8 @@ def _moved(path: str, src: str, dst: str) -> str:
 async def walk_files(client: NameNodeClient, directory: str, matcher: PathMatcher, *,
                      need_location: bool = True) -> AsyncIterator[FileStatus]:
     """Files under `directory` (depth first) that `matcher` matches, skipping subtrees that
-    cannot hold a match; a directory that vanishes meanwhile is skipped."""
+    cannot hold a match; a directory that vanishes meanwhile, or that this user may not list,
+    is skipped (the latter with a warning)."""
     stack = [directory]
     while stack:
         current = stack.pop()
@@ -86,6 +87,9 @@ async def walk_files(client: NameNodeClient, directory: str, matcher: PathMatche
                 elif not status.is_symlink and matcher.matches(status.path):
                     yield status
         except FileNotFound:
+            continue  # deleted meanwhile
+        except AccessControlError as exc:
+            log.warning("detector.unreadable_directory", path=current, error=str(exc))
             continue
         stack.extend(reversed(subdirs))
 
