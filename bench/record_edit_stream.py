@@ -71,7 +71,7 @@ class Ops:
     async def truncate(self, path: str, length: int) -> None:
         def call() -> None:
             r = requests.post(f"{self.url}/webhdfs/v1{path}",
-                              params={"op": "TRUNCATE", "newlength": length,
+                              params={"op": "TRUNCATE", "newlength": str(length),
                                       "user.name": self.user}, timeout=30)
             r.raise_for_status()
         await asyncio.to_thread(call)

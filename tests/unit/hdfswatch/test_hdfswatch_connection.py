@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 
@@ -50,7 +51,8 @@ async def read_frame(reader: asyncio.StreamReader) -> list[bytes]:
 class FakeServer:
     """Checks the handshake, then hands each call to `handler(call, writer)`."""
 
-    def __init__(self, handler: Callable[[Call, asyncio.StreamWriter], Awaitable[None]]) -> None:
+    def __init__(self, handler: Callable[[Call, asyncio.StreamWriter],
+                                         Coroutine[Any, Any, None]]) -> None:
         self.handler = handler
         self.users: list[str] = []
         self.server: asyncio.Server | None = None

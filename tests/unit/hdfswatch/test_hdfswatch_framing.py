@@ -31,8 +31,8 @@ CLIENT_ID = bytes(range(16))
 def reply_frame(call_id: int, status: int = STATUS_SUCCESS, payload: bytes | None = None,
                 exception: str = "", message: str = "") -> bytes:
     """A reply as a NameNode writes it."""
-    header = rpc_pb.RpcResponseHeaderProto(callId=call_id & 0xFFFFFFFF, status=status,
-                                           serverIpcVersionNum=9)
+    header = rpc_pb.RpcResponseHeaderProto(callId=call_id & 0xFFFFFFFF, serverIpcVersionNum=9)
+    header.status = status  # type: ignore[assignment]
     if exception:
         header.exceptionClassName = exception
         header.errorMsg = message
