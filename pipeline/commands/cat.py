@@ -1,0 +1,181 @@
+"""`hdfs2kafka cat`: print the records a file would produce, one JSON line each, with the
+position each one is read from, so that an operator can see what a source will send.
+
+Positions are the ones the ledger records and `--from` accepts: `rg:GROUP/ROW` is the exact row
+of a Parquet file; for Avro, `block:OFFSET` is the block the record is in and `record` its index
+in that block (a block is the smallest place reading can resume from).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+import pyarrow as pa
+
+from pipeline.commands.common import Connection, add_connection_arguments, connection_from
+
+NAME = "cat"
+HELP = "print the records a Parquet or Avro file would produce, one JSON line each"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", metavar="PATH",
+                        help="HDFS path of the file (file:PATH for a local file)")
+    parser.add_argument("--format", dest="value_format", choices=("json", "avro"), default="json",
+                        help="value encoding, as a source with this value format would send it "
+                             "(avro: the record's Avro binary, base64, without the Confluent "
+                             "framing)")
+    parser.add_argument("--input-format", choices=("auto", "parquet", "avro"), default="auto",
+                        help="file format (default: detected from the magic bytes)")
+    parser.add_argument("--from", dest="start", metavar="POSITION",
+                        help="start here: rg:GROUP/ROW (Parquet) or block:OFFSET (Avro)")
+    parser.add_argument("--limit", type=int, metavar="N", help="stop after N records")
+    parser.add_argument("--key", metavar="COLUMN", action="append", default=[],
+                        help="column(s) whose values make the record key; repeat for several")
+    parser.add_argument("--config", metavar="FILE",
+                        help="daemon config (TOML) to take [hdfs] and [kafka] settings from")
+    add_connection_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hdfswatch.ranged import LocalFile, RandomAccessFile, RangedReadError, WebHdfsFile
+    from pipeline.positions import PositionError, parse_position
+    from pipeline.readers import ReadError, open_reader
+
+    try:
+        start = parse_position(args.start) if args.start else None
+    except PositionError as exc:
+        print(f"cat: {exc}", file=sys.stderr)
+        return 2
+    if args.limit is not None and args.limit < 0:
+        print("cat: --limit must be 0 or more", file=sys.stderr)
+        return 2
+    out = sys.stdout.buffer
+    file: RandomAccessFile | None = None
+    try:
+        if args.path.startswith("file:"):
+            file = LocalFile(args.path.removeprefix("file://").removeprefix("file:"))
+        else:
+            conn = _connection(args)
+            if not conn.webhdfs_url:
+                print('cat: no WebHDFS URL: give --webhdfs, --config, or set WEBHDFS_URL '
+                      '(eval "$(deploy/devstack/devstack env)")', file=sys.stderr)
+                return 2
+            file = WebHdfsFile(conn.webhdfs_url, args.path, conn.hdfs_user)
+        reader = open_reader(file, args.input_format)
+        missing = [k for k in args.key if k not in reader.schema.names]
+        if missing:
+            print(f"cat: {reader.path} has no column {', '.join(missing)}", file=sys.stderr)
+            return 2
+        encode = _value_encoder(args.value_format, reader)
+        written, next_pos = _write_records(out, reader, start, args.limit, args.key, encode,
+                                           args.value_format == "json")
+        out.flush()
+        print(orjson.dumps({"event": "cat.done", "path": args.path, "format": reader.format,
+                            "records": written,
+                            "next": str(next_pos) if next_pos else None}).decode(),
+              file=sys.stderr)
+        return 0
+    except (ReadError, RangedReadError) as exc:
+        print(f"cat: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # `hdfs2kafka cat ... | head`: the reader went away, which is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as exc:
+        print(f"cat: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if file is not None:
+            file.close()
+
+
+def _write_records(out: BinaryIO, reader: Any, start: Any, limit: int | None,
+                   key_columns: list[str], encode: Callable[[Any], list[bytes]], as_json: bool,
+                   ) -> tuple[int, Any]:
+    """Write the JSON lines; return how many and the position to continue from."""
+    from pipeline.positions import ParquetPosition
+
+    written = 0
+    if limit == 0:
+        return 0, start
+    # Units of one block (Avro never splits a block) so every record knows its block.
+    max_rows = 1 if reader.format == "avro" else 4096
+    for unit in reader.units(start, max_rows=max_rows):
+        take = unit.rows if limit is None else min(unit.rows, limit - written)
+        values = encode(unit)[:take]
+        keys = _keys(unit.batch.slice(0, take), key_columns)
+        lines = []
+        for i, value in enumerate(values):
+            if isinstance(unit.start, ParquetPosition):
+                pos = ParquetPosition(unit.start.row_group, unit.start.row_offset + i)
+                line: dict[str, Any] = {"position": str(pos)}
+            else:
+                line = {"position": str(unit.start), "record": i}
+            line["key"] = keys[i] if keys is not None else None
+            line["value"] = orjson.Fragment(value) if as_json else base64.b64encode(value).decode()
+            lines.append(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+        out.write(b"".join(lines))
+        written += len(values)
+        if limit is not None and written >= limit:
+            if take < unit.rows:
+                # Parquet resumes at the next row; Avro at the start of the block that was cut.
+                if isinstance(unit.start, ParquetPosition):
+                    return written, ParquetPosition(unit.start.row_group,
+                                                    unit.start.row_offset + take)
+                return written, unit.start
+            return written, unit.end
+    return written, None
+
+
+def _keys(batch: pa.RecordBatch, columns: list[str]) -> list[str | None] | None:
+    """The Kafka keys a source keyed on `columns` would send, as text."""
+    from pipeline.encoders.keys import KeyEncoder
+
+    keys = KeyEncoder(columns).encode(batch)
+    if keys is None:
+        return None
+    return [k.decode("utf-8", "replace") if k is not None else None for k in keys]
+
+
+def _value_encoder(value_format: str, reader: Any) -> Callable[[Any], list[bytes]]:
+    """The values a source with this value format would send, per unit. Avro values lose
+    their 5-byte Confluent framing here: `cat` registers no schema."""
+    from pipeline.encoders import JsonEncoder
+    from pipeline.encoders.avro import AvroBlockEncoder, AvroEncoder, arrow_to_avro_schema
+
+    if value_format == "json":
+        rows = JsonEncoder(None)
+        return lambda unit: rows.encode(unit.batch)
+    if reader.format == "avro":
+        blocks = AvroBlockEncoder(0, reader.avro_schema, reader.codec)
+        return lambda unit: [v[5:] for v in blocks.encode(unit.avro_blocks)]
+    encoder = AvroEncoder(0, arrow_to_avro_schema(reader.schema, "Row"))
+    return lambda unit: [v[5:] for v in encoder.encode(unit.batch)]
+
+
+def _connection(args: argparse.Namespace) -> Connection:
+    """Flags first, then `--config FILE`, then the environment."""
+    if not args.config:
+        return connection_from(args)
+    with Path(args.config).open("rb") as f:
+        raw = tomllib.load(f)
+    hdfs = raw.get("hdfs", {})
+    kafka = raw.get("kafka", {})
+    env = connection_from(argparse.Namespace())
+    namenodes = tuple(args.namenode or hdfs.get("namenodes") or env.namenodes)
+    return Connection(
+        namenodes=namenodes,
+        webhdfs_url=args.webhdfs or hdfs.get("webhdfs") or env.webhdfs_url,
+        hdfs_user=args.user or hdfs.get("user") or env.hdfs_user,
+        kafka_bootstrap=args.bootstrap or kafka.get("bootstrap") or env.kafka_bootstrap,
+    )
