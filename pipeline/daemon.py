@@ -95,6 +95,7 @@ class Daemon:
         self.limiter = RateLimiter()
         self._apply_limits()
         self.hooks: list[Any] = []  # observers (metrics, sd_notify) with optional callbacks
+        self.early_stop: list[int] = []  # stop signals that came before the loop was running
 
     # ------------------------------------------------------------------ life
 
@@ -103,6 +104,8 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        if self.early_stop:
+            self.request_stop()
         log.info("starting", instance_id=self.config.daemon.instance_id,
                  sources=[s.name for s in self.config.sources], config=self.config.path)
         delay = 1.0

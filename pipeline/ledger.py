@@ -213,30 +213,32 @@ async def ensure_topic(bootstrap: str, topic: str, client_args: dict[str, Any],
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **_admin_args(client_args))
     await admin.start()
     try:
-        meta = await admin.describe_topics([topic])
-        exists = bool(meta) and meta[0].get("error_code", 0) == 0 and meta[0].get("partitions")
-        if not exists:
-            brokers = len((await admin.describe_cluster()).get("brokers", [])) or 1
-            rf = replication or min(3, brokers)
-            try:
-                resp = await admin.create_topics(
-                    [NewTopic(topic, 1, rf, topic_configs=dict(LEDGER_TOPIC_CONFIG))])
-                for _, code, *_rest in getattr(resp, "topic_errors", []):
-                    if code not in (0, 36):  # 36 = TOPIC_ALREADY_EXISTS
-                        raise LedgerError(f"cannot create ledger topic {topic!r}: error code {code}")
-            except TopicAlreadyExistsError:
-                pass
+        # Create first: asking for the metadata of a missing topic can make a broker with
+        # auto.create.topics.enable create it, with the wrong cleanup policy.
+        brokers = len((await admin.describe_cluster()).get("brokers", [])) or 1
+        rf = replication or min(3, brokers)
+        try:
+            resp = await admin.create_topics(
+                [NewTopic(topic, 1, rf, topic_configs=dict(LEDGER_TOPIC_CONFIG))])
+            for _, code, *_rest in getattr(resp, "topic_errors", []):
+                if code == 36:  # TOPIC_ALREADY_EXISTS
+                    raise TopicAlreadyExistsError
+                if code != 0:
+                    raise LedgerError(f"cannot create ledger topic {topic!r}: error code {code}")
             return
-        if len(meta[0]["partitions"]) != 1:
+        except TopicAlreadyExistsError:
+            pass
+        meta = await admin.describe_topics([topic])
+        if meta and len(meta[0].get("partitions") or []) != 1:
             raise LedgerError(f"ledger topic {topic!r} must have exactly 1 partition "
                               f"(has {len(meta[0]['partitions'])})")
         configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
-        for resp in configs:
-            for res in resp.resources:
+        for cresp in configs:
+            for res in cresp.resources:
                 for entry in res[4]:
                     if entry[0] == "cleanup.policy" and "compact" not in str(entry[1]):
-                        raise LedgerError(f"ledger topic {topic!r} has cleanup.policy={entry[1]}; "
-                                          "it must be compact")
+                        raise LedgerError(f"ledger topic {topic!r} has cleanup.policy={entry[1]}; it must "
+                                          "be compact (delete it, or set cleanup.policy=compact)")
     finally:
         await admin.close()
 

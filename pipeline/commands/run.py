@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 NAME = "run"
@@ -13,7 +14,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", required=True, metavar="FILE", help="the daemon's TOML config")
 
 
-async def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> object:
+    # A stop asked for while the heavy libraries are still loading must end the daemon
+    # cleanly, not kill it: remember it until the event loop takes over the signals.
+    early_stop: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: early_stop.append(signum))
+    return _run(args, early_stop)
+
+
+async def _run(args: argparse.Namespace, early_stop: list[int]) -> int:
     from pipeline import config as config_mod
     from pipeline import logs
     from pipeline.daemon import EXIT_CONFIG, Daemon
@@ -25,6 +35,7 @@ async def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     logs.configure(cfg.daemon.log_level, cfg.daemon.log_format)
     daemon = Daemon(cfg)
+    daemon.early_stop = early_stop
     try:
         from pipeline.service import attach
     except ImportError:

@@ -85,7 +85,7 @@ async def test_corrupt_and_vanishing_files_are_quarantined_and_the_rest_streams(
                                  "start_from": "earliest",
                                  "errors": {"tolerance": "all", "retry_timeout_ms": 2000,
                                             "dead_letter_topic": f"{topic}.dlq"}}],
-                       rows_per_second=20000, unit_rows=500)
+                       rows_per_second=40000, unit_rows=2000)
     rows = {}
     with DaemonProcess(cfg, tmp_path) as daemon:
         daemon.start()
@@ -96,7 +96,7 @@ async def test_corrupt_and_vanishing_files_are_quarantined_and_the_rest_streams(
         _, bad = sample_file(2, 2000)
         put(webhdfs, f"{base}/in/broken.parquet", bad[: len(bad) // 2] + b"\0" * 64 + b"PAR1")
         # A big file deleted while it is being read (the rate limit keeps it in flight).
-        _, big = sample_file(4, 60_000)
+        _, big = sample_file(4, 400_000)  # larger than the read-ahead window
         put(webhdfs, f"{base}/in/deleted.parquet", big)
         await asyncio.sleep(1.5)
         webhdfs.delete(f"{base}/in/deleted.parquet")
