@@ -67,10 +67,15 @@ def test_a_recorded_real_reply_decodes_to_all_seven_event_types():
     assert [b.txid for b in events.batches][3:5] == [2525, 2529]
 
 
-def test_events_are_frozen():
-    event = CloseEvent("/x", 1, 2)
-    with pytest.raises(AttributeError):
-        event.path = "/y"  # type: ignore[misc]
+def test_decoded_events_are_frozen_and_hashable():
+    (reply,) = recorded_replies()
+    for batch in decode_edits_reply(reply).batches:
+        for event in batch.events:
+            fields = list(event.__dataclass_fields__)
+            with pytest.raises(AttributeError):
+                setattr(event, fields[0], "/y")
+            rebuilt = type(event)(*(getattr(event, f) for f in fields))
+            assert rebuilt == event and hash(rebuilt) == hash(event)
 
 
 def test_every_truncation_of_a_reply_fails_cleanly_or_yields_a_prefix():
