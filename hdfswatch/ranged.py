@@ -229,7 +229,13 @@ class WebHdfsFile:
             with self._client.read(self._path, offset=offset, length=length) as reader:
                 return bytes(reader.read())
 
-        data = self._retrying(f"read {length} bytes at offset {offset}", once)
+        try:
+            data = self._retrying(f"read {length} bytes at offset {offset}", once,
+                                  check_file=True)
+        except ReadFailed:
+            # "Offset out of range" and the like: say so if the file changed under us.
+            self.verify()
+            raise
         if len(data) != length:
             # Within the size we were told: the file is shorter than when we opened it.
             self.verify()
@@ -247,7 +253,7 @@ class WebHdfsFile:
             raise FileChanged(self._path, f"fileId changed from {self._file_id} to {file_id}: "
                                           "the file was replaced while it was read")
 
-    def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
+    def _retrying(self, what: str, call: Callable[[], Any], check_file: bool = False) -> Any:
         delay = self._backoff
         for attempt in range(self._retries + 1):
             try:
@@ -257,6 +263,10 @@ class WebHdfsFile:
                     raise FileVanished(self._path, f"{what}: {exc.message}") from None
                 if not _transient(exc) or attempt == self._retries:
                     raise ReadFailed(self._path, f"{what}: {exc.message}") from exc
+                if check_file:
+                    # A read refused by HDFS ("offset out of range"...) is often a file that
+                    # changed: find out now rather than after every retry.
+                    self.verify()
             except (requests.ConnectionError, requests.Timeout,
                     requests.exceptions.ChunkedEncodingError) as exc:
                 if attempt == self._retries:
