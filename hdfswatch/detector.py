@@ -113,9 +113,12 @@ class FileDetector:
 
     def set_patterns(self, patterns: Sequence[str] | PathMatcher) -> None:
         """Replace the source patterns (a registry reload); open files no longer matched are
-        forgotten."""
-        self.matcher = patterns if isinstance(patterns, PathMatcher) else PathMatcher(patterns)
-        self.pending = {p: t for p, t in self.pending.items() if self.matcher.matches(p)}
+        forgotten. Cheap when nothing changed."""
+        matcher = patterns if isinstance(patterns, PathMatcher) else PathMatcher(patterns)
+        if matcher.patterns == self.matcher.patterns:
+            return
+        self.matcher = matcher
+        self.pending = {p: t for p, t in self.pending.items() if matcher.matches(p)}
 
     # ------------------------------------------------------------------ pending (open) files
 

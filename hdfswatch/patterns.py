@@ -21,6 +21,7 @@ allowed: the user asked for it.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -116,7 +117,7 @@ def _compile(pattern: str) -> tuple[_Token, ...]:
 
 
 class _Compiled:
-    __slots__ = ("pattern", "root", "tokens")
+    __slots__ = ("pattern", "prefix", "root", "tokens")
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
@@ -128,6 +129,8 @@ class _Compiled:
             literal.append(tok.text)
         # A fully literal pattern ends in [_PARTITIONS, _ANY_NAME], so `literal` is its dir.
         self.root = "/" + "/".join(literal)
+        # Every match starts with this: most edit-stream paths are rejected by one startswith.
+        self.prefix = self.root.rstrip("/") + "/"
 
     def _closure(self, states: set[int]) -> set[int]:
         stack = list(states)
@@ -186,12 +189,19 @@ def normalize(path: str) -> str:
     return "/" + "/".join(_split(path))
 
 
+@functools.lru_cache(maxsize=4096)
+def _compiled(pattern: str) -> _Compiled:
+    # Compiled patterns are immutable; a matcher rebuilt for every batch or every path (as a
+    # reloadable registry does) then costs a dictionary lookup per pattern.
+    return _Compiled(pattern)
+
+
 class PathMatcher:
     """Matches HDFS paths against a set of source patterns (see the module doc)."""
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns: tuple[str, ...] = tuple(dict.fromkeys(patterns))
-        self._compiled = [_Compiled(p) for p in self.patterns]
+        self._compiled = [_compiled(p) for p in self.patterns]
 
     def __bool__(self) -> bool:
         return bool(self._compiled)
@@ -206,10 +216,13 @@ class PathMatcher:
 
     def which(self, path: str) -> str | None:
         """The first pattern that `path` (a file) matches, or None."""
+        candidates = [c for c in self._compiled if path.startswith(c.prefix)]
+        if not candidates:
+            return None
         segments = _split(path)
         if not segments or self._ignored(segments):
             return None
-        for c in self._compiled:
+        for c in candidates:
             if c.matches(segments):
                 return c.pattern
         return None
