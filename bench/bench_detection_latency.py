@@ -59,7 +59,8 @@ async def run(args: argparse.Namespace) -> int:
         if args.roll:
             await nn.roll_edits()
         start = await nn.get_current_txid() + 1
-        tailer = EditTailer(nn, start, cost_factor=args.cost_factor)
+        tailer = EditTailer(nn, start, cost_factor=args.cost_factor,
+                            idle_factor=args.idle_factor)
         detector = FileDetector(nn, [f"{base}/*.avro"])
 
         async def detect() -> None:
@@ -98,6 +99,8 @@ def main() -> int:
     parser.add_argument("--pause", type=float, default=0.05,
                         help="mean seconds between two files (uniform 0..2x)")
     parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--idle-factor", type=float, default=0.03,
+                        help="EditTailer idle_factor (idle pause = this x time since last event)")
     parser.add_argument("--cost-factor", type=float, default=0.5,
                         help="EditTailer cost_factor (pause >= this x the last poll's duration)")
     parser.add_argument("--roll", action="store_true",

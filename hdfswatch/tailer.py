@@ -50,15 +50,16 @@ class PollSchedule:
     and `max_interval`, so a file closed after a quiet spell is still seen within
     `max_interval`, and one closed while others flow within a few milliseconds.
 
-    A poll that finds new transactions makes the NameNode read its in-progress edit segment
-    from the start up to them, so its cost grows with the segment (until the next roll). To
+    Idle polls are cheap for the NameNode: asked for a txid past its last durable one, it
+    answers at once without reading the edit log. A poll that finds new transactions makes the
+    NameNode read its in-progress edit segment from the start up to them, so its cost grows with the segment (until the next roll). To
     keep that bounded, the pause after a poll is at least `cost_factor` times how long the
     poll took, except while catching up.
     """
 
     min_interval: float = 0.002
     max_interval: float = 0.5
-    idle_factor: float = 0.1
+    idle_factor: float = 0.03
     cost_factor: float = 0.5
     _last_event: float | None = None
 
@@ -81,7 +82,7 @@ class EditTailer:
 
     def __init__(self, client: NameNodeClient, start_txid: int | None = None, *,
                  min_interval: float = 0.002, max_interval: float = 0.5,
-                 idle_factor: float = 0.1, cost_factor: float = 0.5,
+                 idle_factor: float = 0.03, cost_factor: float = 0.5,
                  error_backoff_max: float = 10.0) -> None:
         if start_txid is not None and start_txid < 1:
             raise ValueError("start_txid must be >= 1 (transaction ids start at 1)")
