@@ -535,8 +535,36 @@ static const uint8_t NEEDS_ESCAPE[256] = {
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
 };
 
+/* Whether any byte needs escaping, eight bytes at a time (bytes below 0x20, '"' and '\\'). */
+static inline int any_escape(const uint8_t *s, size_t n) {
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w, q, bs;
+        memcpy(&w, s + i, 8);
+        uint64_t low = (w - ones * 0x20) & ~w;
+        q = w ^ (ones * 0x22);
+        q = (q - ones) & ~q;
+        bs = w ^ (ones * 0x5C);
+        bs = (bs - ones) & ~bs;
+        if ((low | q | bs) & highs) return 1;
+    }
+    for (; i < n; i++) {
+        if (NEEDS_ESCAPE[s[i]]) return 1;
+    }
+    return 0;
+}
+
 static int json_string(Buf *b, const uint8_t *s, size_t n) {
     RESERVE(b, n + 2);
+    if (!any_escape(s, n)) {
+        char *o = b->p + b->len;
+        o[0] = '"';
+        memcpy(o + 1, s, n);
+        o[n + 1] = '"';
+        b->len += n + 2;
+        return 0;
+    }
     b->p[b->len++] = '"';
     size_t start = 0;
     for (size_t i = 0; i < n; i++) {
