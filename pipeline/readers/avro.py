@@ -89,6 +89,16 @@ class AvroReader:
         problem = _unsupported(self.avro_schema)
         if problem:
             raise UnsupportedType(path, "header", problem)
+        self._decoder_header = self._header
+        plain = _without_uuid(self.avro_schema)
+        if plain != self.avro_schema:
+            # polars-avro turns uuid strings into 16 raw bytes; as plain strings (the same
+            # binary encoding) they stay the text the writer wrote.
+            buf = io.BytesIO()
+            fastavro.schemaless_writer(buf, fastavro.read.HEADER_SCHEMA, {  # type: ignore[arg-type]
+                "magic": MAGIC, "sync": self._sync,
+                "meta": dict(meta, **{"avro.schema": json.dumps(plain).encode()})})
+            self._decoder_header = buf.getvalue()
         self._schema = self._decode(b"", AvroPosition(self._header_end)).schema
 
     @property
@@ -218,7 +228,8 @@ class AvroReader:
         import polars_avro
 
         try:
-            df = polars_avro.read_avro(io.BytesIO(self._header + raw), batch_size=1 << 20)
+            df = polars_avro.read_avro(io.BytesIO(self._decoder_header + raw),
+                                      batch_size=1 << 20)
             table = df.to_arrow()
         except (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError):
             raise
@@ -245,6 +256,18 @@ def _read_long(buf: bytes, pos: int) -> tuple[int, int]:
         if shift > 63:
             raise ValueError("varint longer than 10 bytes")
     return (acc >> 1) ^ -(acc & 1), pos
+
+
+def _without_uuid(schema: Any) -> Any:
+    """`schema` with the uuid logical type dropped from strings."""
+    if isinstance(schema, list):
+        return [_without_uuid(b) for b in schema]
+    if isinstance(schema, dict):
+        if schema.get("logicalType") == "uuid" and schema.get("type") == "string":
+            return "string"
+        return {k: _without_uuid(v) if k in ("type", "items", "values", "fields") else v
+                for k, v in schema.items()}
+    return schema
 
 
 def _unsupported(schema: Any, where: str = "") -> str | None:

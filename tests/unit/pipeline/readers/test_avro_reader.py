@@ -106,3 +106,25 @@ def test_empty_blocks_and_header_only_files(tmp_path: Path) -> None:
         reader = open_reader(f)
         assert list(reader.units()) == []
         assert reader.schema.names == [fld["name"] for fld in AVRO_SCHEMA["fields"]]
+
+
+def test_other_avro_types(tmp_path: Path) -> None:
+    schema = {"type": "record", "name": "O", "fields": [
+        {"name": "uid", "type": {"type": "string", "logicalType": "uuid"}},
+        {"name": "color", "type": {"type": "enum", "name": "Color", "symbols": ["RED", "BLUE"]}},
+        {"name": "digest", "type": {"type": "fixed", "name": "Digest", "size": 4}},
+        {"name": "price", "type": {"type": "fixed", "name": "P", "size": 8,
+                                   "logicalType": "decimal", "precision": 12, "scale": 3}},
+    ]}
+    import decimal
+    import uuid
+
+    records = [{"uid": str(uuid.UUID(int=i * 7919)), "color": ["RED", "BLUE"][i % 2],
+                "digest": i.to_bytes(4, "big"), "price": decimal.Decimal(i).scaleb(-3)}
+               for i in range(50)]
+    path = write(tmp_path, "o.avro", avro_bytes(records, "deflate", 20, schema=schema))
+    with LocalFile(path) as f:
+        reader = open_reader(f)
+        got = _rows(list(reader.units()))
+    assert reader.schema.field("uid").type in (pa.string(), pa.large_string())
+    assert got == records
