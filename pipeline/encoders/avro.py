@@ -350,9 +350,9 @@ def _decompressor(codec: str) -> Callable[[bytes], bytes]:
         # Avro's snappy blocks end with a CRC-32 of the uncompressed data
         return lambda data: bytes(cramjam.snappy.decompress_raw(data[:-4]))
     if codec == "zstandard":
-        import zstandard
+        import cramjam
 
-        return lambda data: zstandard.ZstdDecompressor().decompressobj().decompress(data)
+        return lambda data: bytes(cramjam.zstd.decompress(data))
     raise ValueError(f"unknown Avro codec {codec!r}")
 
 
