@@ -166,3 +166,11 @@ async def test_a_dead_address_first_in_the_list_is_skipped(stack):
         assert await client.get_current_txid() > 0
         assert client.active_address == stack.namenode
         assert client.failovers == 1
+
+
+async def test_the_namenode_is_found_from_hadoop_conf_dir(stack):
+    async with NameNodeClient.from_hadoop_conf(stack.hadoop_conf_dir, stack.hdfs_user,
+                                               retry_for=10) as client:
+        assert client.addresses == (stack.namenode,)
+        status = await client.get_file_info("/")
+        assert status is not None and status.is_dir and status.path == "/"
