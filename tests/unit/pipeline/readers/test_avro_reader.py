@@ -9,7 +9,7 @@ from pathlib import Path
 import fastavro
 import pyarrow as pa
 import pytest
-from samples import AVRO_SCHEMA, avro_bytes, avro_records, normalise, write
+from reader_samples import AVRO_SCHEMA, avro_bytes, avro_records, normalise, write
 
 from hdfswatch.ranged import LocalFile
 from pipeline.positions import AvroPosition, ParquetPosition

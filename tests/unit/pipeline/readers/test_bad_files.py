@@ -8,7 +8,7 @@ from pathlib import Path
 
 import fastavro
 import pytest
-from samples import arrow_table, avro_bytes, avro_records, parquet_bytes, write
+from reader_samples import arrow_table, avro_bytes, avro_records, parquet_bytes, write
 
 from hdfswatch.ranged import LocalFile
 from pipeline.positions import AvroPosition

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from samples import arrow_table, parquet_bytes, write
+from reader_samples import arrow_table, parquet_bytes, write
 
 from hdfswatch.ranged import LocalFile
 from pipeline.positions import AvroPosition, ParquetPosition

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 from hdfs.util import HdfsError
-from samples import arrow_table, avro_bytes, avro_records, parquet_bytes, write
+from reader_samples import arrow_table, avro_bytes, avro_records, parquet_bytes, write
 
 from hdfswatch.ranged import FileChanged, FileIO, FileVanished, LocalFile, ReadFailed, WebHdfsFile
 from pipeline.readers import open_reader
