@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import structlog
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from hdfswatch.connection import Authenticator, IpcConnection, SimpleAuth
 from hdfswatch.errors import (
@@ -31,6 +31,7 @@ from hdfswatch.errors import (
     FileNotFound,
     NameNodeConnectError,
     NameNodeUnavailableError,
+    ProtocolError,
     RetriableRemoteError,
     RpcServerError,
     StandbyError,
@@ -224,15 +225,14 @@ class NameNodeClient:
             self._conn = conn
             return conn
 
-    async def _drop(self, conn: IpcConnection | None, advance: bool) -> None:
+    async def _drop(self, conn: IpcConnection | None, index: int, advance: bool) -> None:
+        """Forget a failed connection; with `advance`, move to the next address, unless a
+        concurrent caller already moved on from `index`."""
         if conn is not None and self._conn is conn:
             self._conn = None
             await conn.close()
-            if advance and len(self.addresses) > 1:
-                self._index = (self._index + 1) % len(self.addresses)
-                self.failovers += 1
-        elif conn is None and advance and len(self.addresses) > 1 and self._conn is None:
-            self._index = (self._index + 1) % len(self.addresses)
+        if advance and len(self.addresses) > 1 and self._index == index:
+            self._index = (index + 1) % len(self.addresses)
             self.failovers += 1
 
     async def call_raw(self, method: str, request: bytes, *, idempotent: bool = True,
@@ -247,7 +247,8 @@ class NameNodeClient:
         timeout = self.call_timeout if reply_timeout is None else reply_timeout
         while True:
             conn: IpcConnection | None = None
-            address = self.active_address
+            index = self._index
+            address = self.addresses[index]
             sent = False
             try:
                 conn = await self._connection()
@@ -256,14 +257,14 @@ class NameNodeClient:
                                            user=self.user)
             except StandbyError as exc:
                 attempts[address] = "standby"
-                await self._drop(conn, advance=True)
+                await self._drop(conn, index, advance=True)
                 last: Exception = exc
             except RetriableRemoteError as exc:
                 attempts[address] = str(exc)
                 last = exc
             except (ConnectionLostError, CallTimeoutError) as exc:
                 attempts[address] = str(exc)
-                await self._drop(conn, advance=True)
+                await self._drop(conn, index, advance=True)
                 last = exc
                 if sent and not idempotent and not isinstance(exc, NameNodeConnectError):
                     raise
@@ -290,10 +291,6 @@ class NameNodeClient:
     async def call(self, method: str, request: Message, response: type[M], *,
                    idempotent: bool = True, reply_timeout: float | None = None) -> M:
         """Call a ClientProtocol method with a request message; parse its response."""
-        from google.protobuf.message import DecodeError
-
-        from hdfswatch.errors import ProtocolError
-
         payload = await self.call_raw(method, request.SerializeToString(),
                                       idempotent=idempotent, reply_timeout=reply_timeout)
         msg = response()

@@ -223,3 +223,18 @@ async def test_a_dropped_connection_is_reopened_for_the_next_call():
         async with NameNodeClient([server.address], "etl", retry_for=5) as client:
             assert await client.get_current_txid() == 7
             assert client.connects == 2
+
+
+async def test_concurrent_calls_failing_together_fail_over_once():
+    async def dying(call: Call, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    async def active(call: Call, writer: asyncio.StreamWriter) -> None:
+        writer.write(txid_reply(call[0], 5))
+
+    async with FakeServer(dying) as s1, FakeServer(active) as s2:
+        async with NameNodeClient([s1.address, s2.address], "etl", retry_for=5) as client:
+            results = await asyncio.gather(*(client.get_current_txid() for _ in range(10)))
+            assert results == [5] * 10
+            assert client.active_address == s2.address
+            assert client.failovers == 1
