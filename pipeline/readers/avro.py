@@ -141,20 +141,24 @@ class AvroReader:
             raise ValueError("max_rows must be at least 1")
         size = self._file.size
         offset = self._start(start)
+        pending: tuple[int, bytes] | None = None  # a block read but left for the next unit
         while offset < size:
             unit_start = offset
             rows = 0
             parts: list[tuple[int, bytes]] = []
             nbytes = 0
             while offset < size:
-                count, length = self._block_at(offset)
+                if pending is None:
+                    pending = self._read_block(offset)
+                count, data = pending
                 if parts and rows and (rows + count > max_rows
-                                       or nbytes + length > self._max_unit_bytes):
+                                       or nbytes + len(data) > self._max_unit_bytes):
                     break
-                parts.append((offset, self._file.read_at(offset, length)))
+                pending = None
+                parts.append((offset, data))
                 rows += count
-                nbytes += length
-                offset += length
+                nbytes += len(data)
+                offset += len(data)
             if rows == 0:
                 continue  # only empty blocks: nothing to send, the next unit starts later
             raw = b"".join(data for _, data in parts)
@@ -185,8 +189,21 @@ class AvroReader:
         return offset
 
     def _block_at(self, offset: int) -> tuple[int, int]:
-        """Record count and total length (head, data, sync) of the block at `offset`."""
-        size = self._file.size
+        """Record count and total length (head, data, sync) of the block at `offset`, its sync
+        marker checked."""
+        count, head_len, data_len = self._block_head(offset)
+        sync_at = offset + head_len + data_len
+        self._check_sync(offset, sync_at, self._file.read_at(sync_at, SYNC_SIZE))
+        return count, head_len + data_len + SYNC_SIZE
+
+    def _read_block(self, offset: int) -> tuple[int, bytes]:
+        """Record count and bytes (head, data, sync) of the block at `offset`, in one read."""
+        count, head_len, data_len = self._block_head(offset)
+        data = self._file.read_at(offset, head_len + data_len + SYNC_SIZE)
+        self._check_sync(offset, offset + head_len + data_len, data[-SYNC_SIZE:])
+        return count, data
+
+    def _block_head(self, offset: int) -> tuple[int, int, int]:
         head = self._file.read_at(offset, _BLOCK_HEAD_MAX)
         where = AvroPosition(offset)
         try:
@@ -199,15 +216,17 @@ class AvroReader:
         if count < 0 or data_len < 0:
             raise CorruptFile(self.path, where, f"bad block header: {count} records, "
                                                 f"{data_len} bytes")
-        sync_at = offset + p + data_len
-        if sync_at + SYNC_SIZE > size:
+        end = offset + p + data_len + SYNC_SIZE
+        if end > self._file.size:
             raise TruncatedFile(self.path, where, f"block of {data_len} bytes ends at byte "
-                                                  f"{sync_at + SYNC_SIZE}, the file at {size}")
-        sync = self._file.read_at(sync_at, SYNC_SIZE)
+                                                  f"{end}, the file at {self._file.size}")
+        return count, p, data_len
+
+    def _check_sync(self, offset: int, sync_at: int, sync: bytes) -> None:
         if sync != self._sync:
-            raise SyncMarkerMismatch(self.path, where, f"bytes {sync_at}-{sync_at + SYNC_SIZE} "
-                                                       "are not the file's sync marker")
-        return count, p + data_len + SYNC_SIZE
+            raise SyncMarkerMismatch(self.path, AvroPosition(offset),
+                                     f"bytes {sync_at}-{sync_at + SYNC_SIZE} are not the "
+                                     "file's sync marker")
 
     def _decode_blocks(self, parts: list[tuple[int, bytes]], raw: bytes,
                        rows: int) -> pa.RecordBatch:
