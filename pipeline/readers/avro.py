@@ -99,7 +99,10 @@ class AvroReader:
                 "magic": MAGIC, "sync": self._sync,
                 "meta": dict(meta, **{"avro.schema": json.dumps(plain).encode()})})
             self._decoder_header = buf.getvalue()
-        self._schema = self._decode(b"", AvroPosition(self._header_end)).schema
+        try:
+            self._schema = self._decode(b"", AvroPosition(self._header_end)).schema
+        except CorruptFile as exc:  # no data yet: it is the schema the decoder refuses
+            raise UnsupportedType(path, "header", exc.reason) from None
 
     @property
     def path(self) -> str:

@@ -167,3 +167,11 @@ def test_errors_survive_pickling(tmp_path: Path) -> None:
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is TruncatedFile and str(back) == str(err)
     assert str(err) == "/x.avro at block:42: truncated file: the file ends inside a block header"
+
+
+def test_recursive_avro_schema_is_unsupported(tmp_path: Path) -> None:
+    schema = {"type": "record", "name": "Node", "fields": [
+        {"name": "v", "type": "long"}, {"name": "next", "type": ["null", "Node"]}]}
+    data = avro_bytes([{"v": 1, "next": {"v": 2, "next": None}}], schema=schema)
+    err = _fails(write(tmp_path, "r.avro", data), UnsupportedType)
+    assert err.position == "header"
