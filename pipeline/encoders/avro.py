@@ -176,6 +176,7 @@ class AvroEncoder:
         self.avro_schema = avro_schema
         self._prefix = confluent_prefix(schema_id)
         self._checked: pa.Schema | None = None
+        self._pins: list[bytes] = []  # see JsonEncoder
 
     def check(self, schema: pa.Schema) -> None:
         derived = arrow_to_avro_schema(schema, self.avro_schema.get("name", "Row"),
@@ -192,7 +193,10 @@ class AvroEncoder:
             self._checked = batch.schema
         batch = _plain_batch(batch)
         schema_capsule, array_capsule = batch.__arrow_c_array__()
-        return _rows.avro_rows(schema_capsule, array_capsule, self._prefix)
+        pins: list[bytes] = []
+        values = _rows.avro_rows(schema_capsule, array_capsule, self._prefix, pins)
+        self._pins = pins
+        return values
 
 
 def _plain_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
