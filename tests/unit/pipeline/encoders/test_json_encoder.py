@@ -12,6 +12,8 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.encoders import JsonEncoder, JsonOptions, make_value_encoder
 
@@ -219,3 +221,29 @@ def test_unsupported_type_names_the_column() -> None:
     batch = pa.RecordBatch.from_arrays([union], names=["u"])
     with pytest.raises(TypeError, match="column 'u'"):
         JsonEncoder().encode(batch)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    floats=st.lists(st.floats(allow_nan=False, allow_infinity=False) | st.none(), min_size=1,
+                    max_size=50),
+    texts=st.lists(st.text() | st.none(), min_size=50, max_size=50),
+    ints=st.lists(st.integers(-(2**63), 2**63 - 1), min_size=50, max_size=50),
+)
+def test_random_values_round_trip_exactly(
+    floats: list[float | None], texts: list[str | None], ints: list[int]
+) -> None:
+    n = len(floats)
+    batch = pa.RecordBatch.from_pydict({
+        "f": pa.array(floats, pa.float64()),
+        "s": pa.array(texts[:n], pa.string()),
+        "i": pa.array(ints[:n], pa.int64()),
+        "nested": pa.array([{"f": [x], "s": t} for x, t in zip(floats, texts[:n], strict=True)]),
+    })
+    values = JsonEncoder().encode(batch)
+    decoded = [json.loads(v) for v in values]
+    for got, f, s, i in zip(decoded, floats, texts, ints, strict=False):
+        assert got["f"] == f and (f is None or math.copysign(1, got["f"]) == math.copysign(1, f))
+        assert got["s"] == s
+        assert got["i"] == i
+        assert got["nested"] == {"f": [f], "s": s}
