@@ -140,6 +140,11 @@ def parse(raw: Mapping[str, Any], path: str = "<config>") -> Config:
     hdfs = _hdfs(v, _table(v, raw, "hdfs", required=True))
     kafka = _kafka(v, _table(v, raw, "kafka", required=True), Path(path).parent)
     sources = _sources(v, raw.get("sources", []))
+    if kafka is not None and not kafka.schema_registry:
+        for s in sources:
+            if s.value_format == "avro":
+                v.problem(f"sources[{s.name}].value_format",
+                          "avro needs kafka.schema_registry (the Schema Registry URL)")
     if v.problems:
         raise ConfigError(path, v.problems)
     assert daemon and hdfs and kafka

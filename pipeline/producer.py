@@ -58,8 +58,8 @@ class UnitRecords:
     start: str
     end: str | None
     values: list[bytes]
-    keys: list[bytes] | None
-    headers: list[list[tuple[str, bytes]]] | None
+    keys: list[bytes | None] | None
+    headers: Sequence[Sequence[tuple[str, bytes]]] | None
     nbytes: int
     final: bool = False
     """The file's last unit: committing it marks the file done (`end` is then the end-of-file
@@ -259,16 +259,22 @@ class Committer:
             return
         from aiokafka.partitioner import murmur2
 
+        # Keyed rows go by key, as Kafka's default partitioner places them; rows with a null
+        # key stay together on the unit's partition so they keep file order too.
+        rr = self._round_robin.get(unit.file_id, unit.file_id % n)
+        self._round_robin[unit.file_id] = rr + 1
         groups: dict[int, list[int]] = {}
         for i, k in enumerate(unit.keys):
-            groups.setdefault((murmur2(k) & 0x7FFFFFFF) % n, []).append(i)
+            p = (murmur2(k) & 0x7FFFFFFF) % n if k is not None else rr % n
+            groups.setdefault(p, []).append(i)
         for p, idx in groups.items():
             await self._send_run(unit.topic, parts[p], [unit.values[i] for i in idx],
                                  [unit.keys[i] for i in idx],
                                  [unit.headers[i] for i in idx] if unit.headers else None)
 
     async def _send_run(self, topic: str, partition: int, values: list[bytes],
-                        keys: list[bytes] | None, headers: list[list[tuple[str, bytes]]] | None) -> None:
+                        keys: Sequence[bytes | None] | None,
+                        headers: Sequence[Sequence[tuple[str, bytes]]] | None) -> None:
         producer = self.producer
         batch = producer.create_batch()
         append = batch.append
@@ -276,7 +282,7 @@ class Committer:
         try:
             for i, v in enumerate(values):
                 k = keys[i] if keys is not None else None
-                h = headers[i] if headers is not None else []
+                h = list(headers[i]) if headers is not None else []
                 if append(timestamp=ts, key=k, value=v, headers=h) is None:
                     batch.close()
                     self._txn_futures.append(await producer.send_batch(batch, topic, partition=partition))

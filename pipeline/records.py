@@ -3,16 +3,15 @@ columns, optional headers naming the file and the position."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pipeline.config import SourceConfig
+from pipeline.positions import AvroPosition
 
-Encoded = tuple[list[bytes], list[bytes] | None, list[list[tuple[str, bytes]]] | None, int]
+Headers = Sequence[tuple[str, bytes]]
+Encoded = tuple[list[bytes], list[bytes | None] | None, list[Headers] | None, int]
 UnitEncoder = Callable[[Any, str], Encoded]
-
-PATH_HEADER = "hdfs2kafka.path"
-POSITION_HEADER = "hdfs2kafka.position"
 
 
 def make_unit_encoder(source: SourceConfig, reader: Any, schema_registry: str | None) -> UnitEncoder:
@@ -27,14 +26,18 @@ def make_unit_encoder(source: SourceConfig, reader: Any, schema_registry: str | 
     def encode(unit: Any, path: str) -> Encoded:
         values = value_encoder(unit)
         keys = key_encoder.encode(unit.batch) if key_encoder is not None else None
-        headers = None
+        headers: list[Any] | None = None
         if source.headers:
-            p = path.encode()
-            pos = str(unit.start).encode()
-            headers = [[(PATH_HEADER, p), (POSITION_HEADER, pos)]] * len(values)
+            from pipeline.encoders.headers import HeaderBuilder
+
+            builder = HeaderBuilder(path)
+            if isinstance(unit.start, AvroPosition):
+                headers = builder.avro(unit.start, len(values))
+            else:
+                headers = builder.parquet(unit.start, len(values))
         nbytes = sum(map(len, values))
         if keys is not None:
-            nbytes += sum(map(len, keys))
+            nbytes += sum(len(k) for k in keys if k is not None)
         return values, keys, headers, nbytes
 
     return encode

@@ -257,4 +257,4 @@ def _is_permanent(exc: Exception) -> bool:
     """Corrupt or changed files do not get better by retrying."""
     names = {c.__name__ for c in type(exc).__mro__}
     return bool(names & {"ReadError", "FileVanished", "FileChanged", "EncodeError", "PositionError",
-                         "UnsupportedType", "SchemaRegistryError"})
+                         "UnsupportedType", "SchemaRegistryError", "KeyColumnError"})

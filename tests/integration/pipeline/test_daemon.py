@@ -113,3 +113,66 @@ async def test_corrupt_and_vanishing_files_are_quarantined_and_the_rest_streams(
         assert set(reasons) == {"broken.parquet", "deleted.parquet"}
         assert "broken.parquet" in reasons["broken.parquet"]
         assert daemon.terminate() == 0
+
+
+async def test_keys_avro_values_and_headers(stack, webhdfs, names, tmp_path: Path):
+    """Keyed rows go by key (each key's rows in file order in one partition); Avro values are
+    Confluent-framed with a registered schema; headers name the file and the row's position."""
+    import io
+    import struct
+    from collections import defaultdict
+
+    import fastavro
+    from aiokafka import AIOKafkaConsumer
+
+    from pipeline.encoders.registry import SchemaRegistryClient
+
+    topic, base = names["topic"], names["dir"]
+    await create_topic(stack.kafka_bootstrap, topic, 4)
+    cfg = write_config(tmp_path, stack, instance_id=names["instance"], ledger_topic=names["ledger"],
+                       sources=[{"name": "keyed", "path": f"{base}/in/*", "topic": topic,
+                                 "key": ["user"], "value_format": "avro", "headers": True}],
+                       unit_rows=700)
+    paths = {}
+    with DaemonProcess(cfg, tmp_path) as daemon:
+        daemon.start()
+        daemon.wait_for_log("ready: recovery done")
+        for f in range(2):
+            suffix, data = sample_file(f, 3000)
+            paths[f] = f"{base}/in/part-{f}{suffix}"
+            put(webhdfs, paths[f], data)
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap,
+                                    isolation_level="read_committed", auto_offset_reset="earliest")
+        await consumer.start()
+        got = []
+        try:
+            while len(got) < 6000:
+                for tp, msgs in (await consumer.getmany(timeout_ms=1000)).items():
+                    got.extend((tp.partition, m) for m in msgs)
+        finally:
+            await consumer.stop()
+        assert daemon.terminate() == 0
+
+    schemas = {}
+    async with SchemaRegistryClient(stack.schema_registry_url) as registry:
+        rows_by_key: dict[bytes, list[tuple[int, int, int]]] = defaultdict(list)
+        ids = []
+        for part, m in got:
+            magic, schema_id = struct.unpack(">bI", m.value[:5])
+            assert magic == 0
+            if schema_id not in schemas:
+                schemas[schema_id] = fastavro.parse_schema(await registry.get_by_id(schema_id))
+            row = fastavro.schemaless_reader(io.BytesIO(m.value[5:]), schemas[schema_id])
+            assert m.key == row["user"].encode()
+            headers = dict(m.headers)
+            assert headers["hdfs2kafka.path"].decode() == paths[row["file_no"]]
+            pos = headers["hdfs2kafka.position"].decode()
+            assert pos.startswith("block:" if paths[row["file_no"]].endswith(".avro") else "rg:")
+            rows_by_key[m.key].append((part, row["file_no"], row["seq"]))
+            ids.append(row["id"])
+    assert sorted(ids) == expected_ids({0: 3000, 1: 3000})
+    for key, rows in rows_by_key.items():
+        assert len({p for p, _, _ in rows}) == 1, f"key {key!r} spread over partitions"
+        for f in (0, 1):
+            seqs = [s for _, ff, s in rows if ff == f]
+            assert seqs == sorted(seqs), f"key {key!r}: file {f} out of order"
