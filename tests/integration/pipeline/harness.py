@@ -130,7 +130,7 @@ class DaemonProcess:
 
     def start(self) -> None:
         self.starts += 1
-        out = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        out = open(self.log_path, "ab")
         out.write(f"\n---- start {self.starts}\n".encode())
         out.flush()
         self.proc = subprocess.Popen(
@@ -213,7 +213,7 @@ class Landed:
         return bad
 
 
-async def consume(bootstrap: str, topic: str, expect: int | None = None, timeout: float = 120,
+async def consume(bootstrap: str, topic: str, expect: int | None = None, timeout: float = 120,  # noqa: ASYNC109
                   settle: float = 3.0) -> Landed:
     """Everything committed in `topic`: until `expect` rows arrived (then `settle` more seconds
     to catch duplicates), or until nothing new came for `settle` seconds."""

@@ -6,7 +6,6 @@ import asyncio
 from pathlib import Path
 
 import pytest
-
 from harness import (
     DaemonProcess,
     consume,
