@@ -120,6 +120,8 @@ class Daemon:
                     self.exit_code = EXIT_FENCED
                     return self.exit_code
                 except (CommitterError, ledger_mod.LedgerError, OSError, Exception) as exc:
+                    if isinstance(exc, CommitterError):
+                        self._notify("abort")
                     if self.stopping.is_set():
                         break
                     self._note_error(None, f"{type(exc).__name__}: {exc}")

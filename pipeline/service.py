@@ -6,29 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 import structlog
 
 from pipeline.daemon import Daemon
 from pipeline.http import HttpServer
 from pipeline.metrics import Metrics
+from pipeline.sdnotify import SystemdHook, SystemdNotifier
 
 log = structlog.get_logger("hdfs2kafka.service")
-
-
-class _SystemdHook:
-    def __init__(self, notifier: Any) -> None:
-        self.notifier = notifier
-
-    def on_ready(self) -> None:
-        self.notifier.ready()
-
-    def on_reloading(self) -> None:
-        self.notifier.reloading()
-
-    def on_stopping(self) -> None:
-        self.notifier.stopping()
 
 
 @contextlib.asynccontextmanager
@@ -39,22 +25,16 @@ async def attach(daemon: Daemon) -> AsyncIterator[None]:
     await server.start()
     log.info("http listening", address=f"http://{server.host}:{server.port}",
              endpoints=["/metrics", "/status", "/healthz", "/readyz"])
-    watchdog: asyncio.Task[None] | None = None
-    lag_task = asyncio.create_task(_poll_namenode_txid(daemon), name="edit-lag")
-    try:
-        from pipeline.sdnotify import SystemdNotifier
-    except ImportError:
-        SystemdNotifier = None  # type: ignore[assignment,misc]
-    if SystemdNotifier is not None:
-        notifier = SystemdNotifier()
-        daemon.hooks.append(_SystemdHook(notifier))
-        watchdog = asyncio.create_task(notifier.watchdog_loop(), name="watchdog")
+    notifier = SystemdNotifier()
+    daemon.hooks.append(SystemdHook(notifier, daemon))
+    tasks = [asyncio.create_task(notifier.watchdog_loop(), name="watchdog"),
+             asyncio.create_task(_poll_namenode_txid(daemon), name="edit-lag")]
     try:
         yield
     finally:
-        for t in (watchdog, lag_task):
-            if t is not None:
-                t.cancel()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await server.stop()
 
 

@@ -175,3 +175,36 @@ async def test_keys_avro_values_and_headers(stack, webhdfs, names, tmp_path: Pat
         for f in (0, 1):
             seqs = [s for _, ff, s in rows if ff == f]
             assert seqs == sorted(seqs), f"key {key!r}: file {f} out of order"
+
+
+async def test_a_second_instance_with_the_same_id_fences_the_first(stack, webhdfs, names, tmp_path: Path):
+    """Two daemons with one instance_id (say, a standby node started by mistake): the older one
+    is fenced, logs why and exits with code 3; no row is duplicated or lost."""
+    topic, base = names["topic"], names["dir"]
+    await create_topic(stack.kafka_bootstrap, topic, 2)
+    rows = {}
+    for f in range(6):
+        suffix, data = sample_file(f, 20_000)
+        put(webhdfs, f"{base}/in/part-{f}{suffix}", data)
+        rows[f] = 20_000
+    source = {"name": "rows", "path": f"{base}/in/*", "topic": topic}
+    # Slow enough that both are streaming at once.
+    first = write_config(tmp_path, stack, instance_id=names["instance"], ledger_topic=names["ledger"],
+                         sources=[dict(source)], rows_per_second=30_000, unit_rows=2000)
+    (tmp_path / "b").mkdir()
+    second = write_config(tmp_path / "b", stack, instance_id=names["instance"],
+                          ledger_topic=names["ledger"], sources=[dict(source)],
+                          rows_per_second=30_000, unit_rows=2000)
+    with DaemonProcess(first, tmp_path) as a, DaemonProcess(second, tmp_path / "b") as b:
+        a.start()
+        a.wait_for_log("ready: recovery done")
+        await asyncio.sleep(1.5)
+        b.start()
+        b.wait_for_log("ready: recovery done")
+        assert await asyncio.to_thread(a.wait, 60) == 3
+        assert "fenced: another hdfs2kafka with this instance_id is running" in a.log_text()
+        landed = await consume(stack.kafka_bootstrap, topic, expect=sum(rows.values()), timeout=120)
+        assert missing(landed, rows) == {}
+        assert landed.duplicates() == {}
+        assert landed.out_of_order() == []
+        assert b.terminate() == 0
