@@ -517,10 +517,11 @@ start_from = "earliest"
     def start_daemon(self, config: Path) -> None:
         log = open(self.log_path, "ab")
         # Its own session: Ctrl-C reaches the demo only, which then stops the daemon in order.
+        # Should the demo itself die, the daemon gets SIGTERM rather than run on alone.
         self.daemon = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "run", "--config", str(config)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            preexec_fn=_term_with_parent, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         log.close()
 
     # ---- running
@@ -550,7 +551,7 @@ start_from = "earliest"
                   + (f" through the Schema Registry {self.registry}" if self.registry else "")
                   + "; Ctrl-C stops" + (f"; stopping by itself after {self.args.duration:g}s"
                                        if self.args.duration else ""))
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, self.request_stop)
         if self.tty:
             sys.stdout.write("\x1b[?25l")
@@ -570,12 +571,16 @@ start_from = "earliest"
                     daemon_exit = await self._stop_daemon(http)
                     await self._settle(http, loop)
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             self.writer.stop.set()
             if self.daemon is not None and self.daemon.poll() is None:
-                self.daemon.kill()
-                self.daemon.wait()
+                self.daemon.terminate()
+                try:
+                    self.daemon.wait(30)
+                except subprocess.TimeoutExpired:
+                    self.daemon.kill()
+                    self.daemon.wait()
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
             if self.tty:
@@ -667,7 +672,8 @@ start_from = "earliest"
 
     def _rate(self, source: str) -> float:
         window = self.rates[source]
-        if len(window) < 2 or window[-1][0] <= window[0][0]:
+        if (len(window) < 2 or window[-1][0] <= window[0][0]
+                or time.monotonic() - window[-1][0] > 3.0):
             return 0.0
         return (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
 
@@ -801,6 +807,16 @@ start_from = "earliest"
             "daemon_exit_code": daemon_exit, "log": str(self.log_path), "sources": sources,
         }).decode(), flush=True)
         return 0 if ok and daemon_exit == 0 else 1
+
+
+def _term_with_parent() -> None:
+    """In the daemon's process, before exec: SIGTERM when the demo's process goes (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _free_port() -> int:
