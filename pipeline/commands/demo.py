@@ -771,7 +771,7 @@ start_from = "earliest"
 
     def summary(self, daemon_exit: int | None, drained: bool) -> int:
         files = self.writer.snapshot()
-        sources = {}
+        sources: dict[str, dict[str, Any]] = {}
         ok = True
         for source in SOURCES:
             mine = [f for f in files if f.source == source]
