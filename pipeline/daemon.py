@@ -153,6 +153,7 @@ class Daemon:
     async def _life(self) -> None:
         """One life of the flow: recover, stream until stopped or failed, drain."""
         self._restart_requested = False
+        self.ready = False  # not ready while the ledger is being read
         producer = await self._start_producer()
         try:
             state = await self._recover()
@@ -225,7 +226,8 @@ class Daemon:
             producer, state, self.config.kafka.ledger_topic,
             max_rows=d.transaction_max_rows, max_bytes=d.transaction_max_bytes,
             max_ms=d.transaction_max_ms, retention_ms=int(d.ledger_retention_hours * 3600_000),
-            queue_size=max(4, d.workers * 4), on_commit=self._on_commit)
+            # Few units between the speed limiter and Kafka: a changed limit shows within a second.
+            queue_size=max(2, self.workers), on_commit=self._on_commit)
         work_queue: asyncio.Queue[FileWork] = asyncio.Queue(maxsize=d.queue_size)
         pool = WorkerPool(
             queue=work_queue, out=committer.queue, sources=self._source_config,

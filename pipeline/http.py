@@ -23,6 +23,7 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
         for p in flow.pool.in_flight.values():
             files.append({"source": p.source, "path": p.path, "file_id": p.file_id,
                           "rows_done": p.rows_done, "rows_total": p.rows_total,
+                          "bytes_total": p.size,
                           "position": p.position, "worker": p.worker})
     stats = flow.committer.stats if flow is not None else None
     sources = []

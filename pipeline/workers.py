@@ -25,7 +25,7 @@ import structlog
 
 from pipeline.config import SourceConfig
 from pipeline.ledger import FileEntry
-from pipeline.positions import AvroPosition, parse_position
+from pipeline.positions import AvroPosition, ParquetPosition, Position, parse_position
 from pipeline.producer import FileFinished, FileQuarantined, Item, UnitRecords
 from pipeline.records import make_unit_encoder
 
@@ -52,6 +52,7 @@ class Progress:
     rows_total: int | None = None
     position: str | None = None
     worker: int | None = None
+    size: int = 0
 
 
 class PermanentFileError(Exception):
@@ -83,9 +84,14 @@ class FileOpener:
         reader = open_reader(f, source.format)
         encode = make_unit_encoder(source, reader, self.schema_registry)
         start = parse_position(work.start) if work.start else None
+        # An Avro position inside a block (left by a cut unit) resumes at the block and passes
+        # over the records already committed.
+        skip = 0
+        if isinstance(start, AvroPosition) and start.record:
+            skip, start = start.record, AvroPosition(start.block_offset)
         total = getattr(reader, "total_rows", None)
         final_end = str(AvroPosition(entry.size)) if reader.format == "avro" else None
-        last = False
+        last = finished = False
         # Units are re-cut when a speed limit changes, so that one unit stays a fraction of a
         # second of the limit (bounded bursts) and an unlimited source gets large units.
         size = unit_rows()
@@ -94,21 +100,44 @@ class FileOpener:
             unit = next(units, None)
             if unit is None:
                 break
-            values, keys, headers, nbytes = encode(unit, entry.path)
+            values, keys, headers, _ = encode(unit, entry.path)
             last = unit.end is None
+            first = 0
+            if skip:
+                first = min(skip, len(values))
+                skip -= first
+            # A unit larger than the limits allow in one go (an Avro block is never split by
+            # the reader) is cut into pieces, each with a position it can resume at.
+            step = max(1, unit_rows())
+            for lo in range(first, len(values), step):
+                hi = min(lo + step, len(values))
+                piece_last = last and hi == len(values)
+                finished = finished or piece_last
+                end = final_end if piece_last else (
+                    str(_offset(unit.start, hi)) if hi < len(values) else str(unit.end))
+                v = values[lo:hi]
+                k = keys[lo:hi] if keys is not None else None
+                nbytes = sum(map(len, v)) + (sum(len(x) for x in k if x is not None) if k else 0)
+                yield UnitRecords(
+                    file_id=entry.file_id, source=source.name, topic=source.topic,
+                    start=str(_offset(unit.start, lo)), end=end, values=v, keys=k,
+                    headers=headers[lo:hi] if headers is not None else None, nbytes=nbytes,
+                    final=piece_last, total_rows=total, ready_monotonic=work.ready_monotonic,
+                )
             wanted = unit_rows()
             if not last and wanted != size:
                 size = wanted
                 units = reader.units(start=unit.end, max_rows=size)
-            yield UnitRecords(
-                file_id=entry.file_id, source=source.name, topic=source.topic,
-                start=str(unit.start), end=final_end if last else str(unit.end),
-                values=values, keys=keys, headers=headers, nbytes=nbytes, final=last,
-                total_rows=total, ready_monotonic=work.ready_monotonic,
-            )
-        if not last:
+        if not finished:
             yield FileFinished(file_id=entry.file_id, source=source.name, end=final_end,
                                ready_monotonic=work.ready_monotonic)
+
+
+def _offset(pos: Position, rows: int) -> Position:
+    """The position `rows` rows after the start of a unit that begins at `pos`."""
+    if isinstance(pos, ParquetPosition):
+        return ParquetPosition(pos.row_group, pos.row_offset + rows)
+    return AvroPosition(pos.block_offset, pos.record + rows)
 
 
 class WorkerPool:
@@ -183,7 +212,8 @@ class WorkerPool:
                 continue
             self.busy += 1
             prog = Progress(source=source.name, path=work.entry.path, file_id=work.entry.file_id,
-                            rows_done=work.entry.rows, position=work.start, worker=wid)
+                            rows_done=work.entry.rows, position=work.start, worker=wid,
+                            size=work.entry.size)
             self.in_flight[work.entry.file_id] = prog
             try:
                 await self._process(work, source, prog)

@@ -180,6 +180,10 @@ class AvroReader:
             return self._header_end
         if not isinstance(start, AvroPosition):
             raise BadPosition(self.path, start, "not an Avro position (expected block:OFFSET)")
+        if start.record:
+            raise BadPosition(self.path, start, "units start on a block; read from "
+                                                f"block:{start.block_offset} and pass over "
+                                                f"{start.record} record(s)")
         offset = start.block_offset
         if offset < self._header_end or offset > self._file.size:
             raise BadPosition(self.path, start, f"blocks lie between byte {self._header_end} "

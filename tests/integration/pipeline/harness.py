@@ -193,6 +193,7 @@ class Landed:
     """What a read_committed consumer found in a topic."""
 
     records: list[tuple[int, int, dict[str, Any], bytes | None]]  # partition, offset, value, key
+    nbytes: int = 0  # bytes of keys and values as they are in Kafka
 
     @property
     def ids(self) -> list[int]:
@@ -224,6 +225,7 @@ async def consume(bootstrap: str, topic: str, expect: int | None = None, timeout
                                 max_partition_fetch_bytes=4 * 1024 * 1024)
     await consumer.start()
     records: list[tuple[int, int, dict[str, Any], bytes | None]] = []
+    nbytes = 0
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -234,6 +236,7 @@ async def consume(bootstrap: str, topic: str, expect: int | None = None, timeout
             for tp, msgs in batch.items():
                 for m in msgs:
                     records.append((tp.partition, m.offset, orjson.loads(m.value), m.key))
+                    nbytes += len(m.value) + len(m.key or b"")
                     got = True
             if got:
                 quiet_since = loop.time()
@@ -242,7 +245,7 @@ async def consume(bootstrap: str, topic: str, expect: int | None = None, timeout
                 break
     finally:
         await consumer.stop()
-    return Landed(records)
+    return Landed(records, nbytes)
 
 
 def expected_ids(file_rows: dict[int, int]) -> list[int]:

@@ -1,0 +1,49 @@
+"""Talking to a running daemon's HTTP surface from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import urllib.error
+import urllib.request
+from typing import Any
+
+
+def add_admin_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="the daemon's HTTP address (default: from --config, "
+                                      "else $HDFS2KAFKA_URL, else http://127.0.0.1:9464)")
+    parser.add_argument("--config", "-c", metavar="FILE", help="take the address and token from this config")
+    parser.add_argument("--token", help="admin bearer token (default: from --config or $HDFS2KAFKA_TOKEN)")
+
+
+def _target(args: argparse.Namespace) -> tuple[str, str | None]:
+    url, token = args.url, args.token
+    if args.config:
+        from pipeline import config as config_mod
+
+        cfg = config_mod.load(args.config)
+        url = url or f"http://{cfg.daemon.http}"
+        token = token or cfg.daemon.admin_token
+    url = url or os.environ.get("HDFS2KAFKA_URL") or "http://127.0.0.1:9464"
+    token = token or os.environ.get("HDFS2KAFKA_TOKEN")
+    if not url.startswith("http"):
+        url = f"http://{url}"
+    return url.rstrip("/"), token
+
+
+def call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    url, token = _target(args)
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{url}{path}", data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace").strip()
+    except OSError as exc:
+        return 0, f"cannot reach the daemon at {url}: {exc}"
