@@ -222,6 +222,7 @@ def main() -> int:
     client = InsecureClient(webhdfs, user=user)
     tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     proc: subprocess.Popen[bytes] | None = None
+    pid: int | None = None
     try:
         t0 = time.perf_counter()
         blobs = parquet_files(args.rows, args.files, args.row_group_rows)
@@ -316,6 +317,11 @@ def main() -> int:
         print(f"load average at end: {loadavg()}", flush=True)
         return 0
     finally:
+        if pid is not None and pid != getattr(proc, "pid", None):
+            try:  # under py-spy: the daemon is py-spy's child and would outlive it
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(30)
