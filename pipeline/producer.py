@@ -170,6 +170,12 @@ class Committer:
                 item = None
             if item is not None:
                 await self._add(item)
+            elif not self._txn_open and self._watermark_due() and any(
+                    self.state.compactable(self.state.new_floor(now_ms(), self.retention_ms))):
+                # Idle: a transaction of tombstones alone keeps the ledger bounded.
+                await self._begin()
+                await self._commit()
+                continue
             if self._txn_open and (
                 self._txn_rows >= self.max_rows
                 or self._txn_bytes >= self.max_bytes
@@ -300,11 +306,14 @@ class Committer:
 
     # ---- commit
 
+    def _watermark_due(self) -> bool:
+        interval = min(30.0, self.retention_ms / 4000)
+        return time.monotonic() - self._last_watermark >= interval
+
     def _maybe_watermark(self) -> None:
-        now = time.monotonic()
-        if now - self._last_watermark < 30:
+        if not self._watermark_due():
             return
-        self._last_watermark = now
+        self._last_watermark = time.monotonic()
         floor = self.state.new_floor(now_ms(), self.retention_ms)
         merged = dict(self.state.files)
         merged.update(self._txn_entries)

@@ -144,8 +144,9 @@ async def test_keys_avro_values_and_headers(stack, webhdfs, names, tmp_path: Pat
                                     isolation_level="read_committed", auto_offset_reset="earliest")
         await consumer.start()
         got = []
+        deadline = asyncio.get_running_loop().time() + 90
         try:
-            while len(got) < 6000:
+            while len(got) < 6000 and asyncio.get_running_loop().time() < deadline:
                 for tp, msgs in (await consumer.getmany(timeout_ms=1000)).items():
                     got.extend((tp.partition, m) for m in msgs)
         finally:
@@ -208,3 +209,53 @@ async def test_a_second_instance_with_the_same_id_fences_the_first(stack, webhdf
         assert landed.duplicates() == {}
         assert landed.out_of_order() == []
         assert b.terminate() == 0
+
+
+async def test_ledger_stays_bounded_and_listing_never_streams_a_compacted_file_again(stack, webhdfs, names, tmp_path: Path):
+    """With a tiny retention, done entries are tombstoned; the listing detector (the way for a
+    daemon without superuser privilege) polls the same files again and again, and across a
+    restart, without producing any of them twice."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topic, base = names["topic"], names["dir"]
+    rows = {}
+    for f in range(3):
+        suffix, data = sample_file(f, 1000)
+        put(webhdfs, f"{base}/in/part-{f}{suffix}", data)
+        rows[f] = 1000
+    cfg = write_config(tmp_path, stack, instance_id=names["instance"], ledger_topic=names["ledger"],
+                       sources=[{"name": "listed", "path": f"{base}/in/*", "topic": topic}],
+                       ledger_retention_hours=0.0005)
+    cfg.write_text(cfg.read_text().replace("[hdfs]\n", '[hdfs]\ndetector = "listing"\nlisting_interval_s = 0.5\n'))
+    with DaemonProcess(cfg, tmp_path) as daemon:
+        daemon.start()
+        daemon.wait_for_log("ready: recovery done")
+        landed = await consume(stack.kafka_bootstrap, topic, expect=3000, timeout=60)
+        assert sorted(landed.ids) == expected_ids(rows)
+        await asyncio.sleep(6)  # many listing polls over files whose entries are compacted away
+        assert daemon.terminate() == 0
+        mark = len(daemon.log_text())
+        daemon.start()
+        daemon.wait_for_log("ready: recovery done", after=mark)
+        suffix, data = sample_file(3, 500)
+        put(webhdfs, f"{base}/in/part-3{suffix}", data)
+        rows[3] = 500
+        landed = await consume(stack.kafka_bootstrap, topic, expect=3500, timeout=60, settle=4)
+        assert sorted(landed.ids) == expected_ids(rows)
+        assert daemon.terminate() == 0
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, isolation_level="read_committed",
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(names["ledger"], 0)
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        tombstoned = set()
+        while await consumer.position(tp) < end:
+            for m in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                if m.value is None and b"|file|" in m.key:
+                    tombstoned.add(m.key)
+    finally:
+        await consumer.stop()
+    assert len(tombstoned) >= 3
