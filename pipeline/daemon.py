@@ -112,7 +112,7 @@ class Daemon:
         try:
             while not self.stopping.is_set():
                 try:
-                    await self._life()
+                    await self._live_until_stopped()
                     delay = 1.0
                 except Fenced as exc:
                     log.error("fenced: another hdfs2kafka with this instance_id is running; stopping",
@@ -141,6 +141,28 @@ class Daemon:
                 await self._namenode.close()
         log.info("stopped", exit_code=self.exit_code)
         return self.exit_code
+
+    async def _live_until_stopped(self) -> None:
+        """One life; a stop during recovery (Kafka or HDFS unreachable, say) cancels it, a stop
+        while streaming lets it drain and commit the open transaction."""
+        life = asyncio.create_task(self._life(), name="life")
+        stop = asyncio.create_task(self.stopping.wait(), name="stop-wait")
+        try:
+            await asyncio.wait({life, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not life.done():
+                if self.flow is None:
+                    life.cancel()
+                else:
+                    await asyncio.wait({life}, timeout=self.config.daemon.shutdown_timeout_s + 10)
+                    life.cancel()
+            try:
+                await life
+            except asyncio.CancelledError:
+                if not self.stopping.is_set():
+                    raise
+                log.info("stopped before streaming began")
+        finally:
+            stop.cancel()
 
     def request_stop(self) -> None:
         log.info("stop requested")
