@@ -284,7 +284,10 @@ class WorkerPool:
 
 
 def _is_permanent(exc: Exception) -> bool:
-    """Corrupt or changed files do not get better by retrying."""
+    """Corrupt or changed files do not get better by retrying; a busy registry may."""
     names = {c.__name__ for c in type(exc).__mro__}
+    if "SchemaRegistryError" in names:
+        status = getattr(exc, "status", None)
+        return status is not None and 400 <= status < 500
     return bool(names & {"ReadError", "FileVanished", "FileChanged", "EncodeError", "PositionError",
-                         "UnsupportedType", "SchemaRegistryError", "KeyColumnError"})
+                         "UnsupportedType", "KeyColumnError", "AvroSchemaError"})
