@@ -48,10 +48,10 @@ def parse_position(text: str) -> Position:
     try:
         if sep and kind == "rg":
             group, _, offset = rest.partition("/")
-            pos: Position = ParquetPosition(int(group), int(offset or 0))
-            if pos.row_group < 0 or pos.row_offset < 0:
+            ppos = ParquetPosition(int(group), int(offset or 0))
+            if ppos.row_group < 0 or ppos.row_offset < 0:
                 raise ValueError
-            return pos
+            return ppos
         if sep and kind == "block":
             offset, _, record = rest.partition("/")
             apos = AvroPosition(int(offset), int(record or 0))

@@ -81,7 +81,7 @@ class FileOpener:
         entry = work.entry
         f = WebHdfsFile(self.webhdfs_url, entry.path, user=self.user,
                         expected_size=entry.size, expected_file_id=entry.file_id)
-        reader = open_reader(f, source.format)
+        reader = open_reader(f, source.format)  # type: ignore[arg-type]  # validated by config
         encode = make_unit_encoder(source, reader, self.schema_registry)
         start = parse_position(work.start) if work.start else None
         # An Avro position inside a block (left by a cut unit) resumes at the block and passes
@@ -280,6 +280,7 @@ class WorkerPool:
                 prog.rows_total = item.total_rows
                 prog.position = item.end
             else:
+                assert isinstance(item, FileFinished)
                 await self.out.put(item)
 
 

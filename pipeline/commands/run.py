@@ -36,11 +36,7 @@ async def _run(args: argparse.Namespace, early_stop: list[int]) -> int:
     logs.configure(cfg.daemon.log_level, cfg.daemon.log_format)
     daemon = Daemon(cfg)
     daemon.early_stop = early_stop
-    try:
-        from pipeline.service import attach
-    except ImportError:
-        attach = None
-    if attach is not None:
-        async with attach(daemon):
-            return await daemon.run()
-    return await daemon.run()
+    from pipeline.service import attach
+
+    async with attach(daemon):
+        return await daemon.run()

@@ -52,7 +52,7 @@ async def run(args: argparse.Namespace) -> int:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=conn.kafka_bootstrap,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
-    got = []
+    got: list[object] = []
     try:
         deadline = time.monotonic() + 30
         while len(got) < args.rows and time.monotonic() < deadline:
