@@ -118,9 +118,11 @@ class HttpServer:
         if not hmac.compare_digest(header.encode(), f"Bearer {self.token}".encode()):
             raise web.HTTPUnauthorized(text="admin verbs need 'Authorization: Bearer <admin_token>'\n")
 
-    def _source(self, request: web.Request) -> str:
+    def _source(self, request: web.Request, allow_global: bool = False) -> str:
         name = request.match_info["name"]
-        if name not in self.daemon.sources and name != "*":
+        if name == "*" and allow_global:
+            return name
+        if name not in self.daemon.sources:
             raise web.HTTPNotFound(text=f"no source named {name!r}\n")
         return name
 
@@ -135,7 +137,7 @@ class HttpServer:
 
     async def put_rate(self, request: web.Request) -> web.Response:
         self._authorize(request)
-        name = self._source(request)
+        name = self._source(request, allow_global=True)
         body = await self._json(request)
         limits = {}
         for key in ("rows_per_second", "bytes_per_second"):
