@@ -254,7 +254,10 @@ class Daemon:
         pool = WorkerPool(
             queue=work_queue, out=committer.queue, sources=self._source_config,
             opener=FileOpener(self.config.hdfs.webhdfs, self.config.hdfs.user,
-                              self.config.kafka.schema_registry),
+                              self.config.kafka.schema_registry,
+                              # Records must fit a produce request and the broker's default limit.
+                              max_record_bytes=min(int(self.config.kafka.client.get(
+                                  "max_request_size", 1_048_576)), 1_000_000) - 512),
             unit_rows=d.unit_rows, workers=self.workers,
             limiter=self.limiter, is_paused=self._is_paused,
             on_source_failed=self._source_failed)
@@ -264,7 +267,6 @@ class Daemon:
         flow.pool.start()
         committer_task = asyncio.create_task(flow.committer.run(), name="committer")
         detect_task = asyncio.create_task(self._detect(flow), name="detector")
-        flow.tasks = [committer_task, detect_task]
         stop_task = asyncio.create_task(self.stopping.wait(), name="stop")
         try:
             while True:
@@ -296,9 +298,9 @@ class Daemon:
                 raise committer_task.exception()  # type: ignore[misc]
         finally:
             stop_task.cancel()
-            for t in (detect_task, committer_task):
+            for t in (detect_task, committer_task, *flow.tasks):
                 t.cancel()
-            await asyncio.gather(detect_task, committer_task, return_exceptions=True)
+            await asyncio.gather(detect_task, committer_task, *flow.tasks, return_exceptions=True)
             await flow.pool.stop()
 
     # ------------------------------------------------------------------ detection
@@ -374,7 +376,7 @@ class Daemon:
                 last_record = time.monotonic()
                 last_recorded_txid = txid
                 for e in entries:
-                    await self._dispatch(flow, e, None)
+                    await self._dispatch(flow, e, e.next)
 
     async def _detect_by_listing(self, flow: FlowState, client: Any) -> None:
         state = flow.state
@@ -410,7 +412,7 @@ class Daemon:
                 continue
             await flow.committer.queue.put(FilesRecorded(entries=entries))
             for e in entries:
-                await self._dispatch(flow, e, None)
+                await self._dispatch(flow, e, e.next)
         log.info("listing reconciled", reason=reason, sources=[s.name for s in sources], new_files=found)
 
     def _route(self, path: str, only: Iterable[SourceConfig] | None = None) -> SourceConfig | None:
@@ -528,7 +530,18 @@ class Daemon:
         rt.paused = paused
         if not paused:
             rt.failed = None
+            if self.flow is not None:
+                # Files set aside when the source was stopped by its error policy go again.
+                parked = self.flow.pool.take_parked(name)
+                if parked:
+                    task = asyncio.get_running_loop().create_task(self._requeue(self.flow, parked))
+                    self.flow.tasks.append(task)
         log.info("source paused" if paused else "source resumed", source=name)
+
+    @staticmethod
+    async def _requeue(flow: FlowState, works: list[FileWork]) -> None:
+        for work in works:
+            await flow.work_queue.put(work)
 
     def set_workers(self, workers: int) -> None:
         if workers < 1:

@@ -12,9 +12,12 @@ Records (JSON values, key -> value):
 - `<id>|source|<name>`: a source has started (so `start_from` applies only the first time).
 - `<id>|watermark`: the completion watermark (`mtime_floor`), see below.
 
-Bounded state: a done entry is kept only while its file's mtime is at or above the watermark's
-`mtime_floor` = min(now - retention, mtime of every unfinished file). Older done entries are
-replaced by tombstones so compaction removes them; a listed file below the floor counts as done.
+Bounded state: a done entry is kept until both its file's mtime and the time it became ready
+fall below the watermark's `mtime_floor` = min(now - retention, mtime of every unfinished
+file); then a tombstone lets compaction remove it, and a listed file below the floor counts as
+done. (So after an edit-stream gap, a file renamed into place with an mtime older than the
+retention window is taken as done: keep `ledger_retention_hours` above the age of the files
+your jobs commit by renaming.)
 A file rewritten later gets a new fileId (a new entry); an Avro file appended later is resumed
 from the end position recorded when it was done.
 """
@@ -168,8 +171,8 @@ class LedgerState:
             return "skip", None
         if entry.state == DONE and size > entry.size and fmt == "avro" and entry.next:
             return "appended", entry.next
-        if entry.state == QUARANTINED:
-            return "new", None
+        if entry.state == QUARANTINED and entry.rows == 0:
+            return "new", None  # nothing of it was produced: try the new contents from the start
         return "changed", None
 
     def new_floor(self, now_ms: int, retention_ms: int) -> int:
@@ -182,7 +185,7 @@ class LedgerState:
     def compactable(self, floor: int) -> Iterator[FileEntry]:
         """Finished entries that the watermark already covers."""
         for e in self.files.values():
-            if e.finished and e.mtime < floor:
+            if e.finished and max(e.mtime, e.ready_ms) < floor:
                 yield e
 
     def counts(self) -> dict[str, int]:

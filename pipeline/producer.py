@@ -317,7 +317,7 @@ class Committer:
         floor = self.state.new_floor(now_ms(), self.retention_ms)
         merged = dict(self.state.files)
         merged.update(self._txn_entries)
-        stale = [e for e in merged.values() if e.finished and e.mtime < floor]
+        stale = [e for e in merged.values() if e.finished and max(e.mtime, e.ready_ms) < floor]
         if floor != self.state.mtime_floor or stale:
             self._txn_ledger[self.state.keys.watermark()] = orjson.dumps(
                 {"mtime_floor": floor, "updated_ms": now_ms()})
@@ -364,11 +364,23 @@ class Committer:
         if self.on_commit:
             self.on_commit(items)
 
+    def _fenced_in_background(self) -> bool:
+        """Whether the producer's sender hit ProducerFenced (then a send or commit fails with
+        some other error, such as 'not in transaction')."""
+        from aiokafka.errors import ProducerFenced
+
+        txn = getattr(self.producer, "_txn_manager", None)
+        waiter = getattr(txn, "_transaction_waiter", None)
+        if txn is None or waiter is None or not txn.is_fatal_error():
+            return False
+        return waiter.done() and not waiter.cancelled() and isinstance(waiter.exception(), ProducerFenced)
+
     def _classify(self, exc: Exception, what: str) -> Exception:
         from aiokafka.errors import ProducerFenced
 
         name = type(exc).__name__
-        if isinstance(exc, ProducerFenced) or name in ("ProducerFenced", "InvalidProducerEpoch"):
+        if isinstance(exc, ProducerFenced) or name in ("ProducerFenced", "InvalidProducerEpoch") \
+                or self._fenced_in_background():
             return Fenced(f"producer fenced during {what}: another instance with the same "
                           f"instance_id ({self.state.keys.instance_id}) has started")
         return CommitterError(f"transaction {what} failed: {name}: {exc}")

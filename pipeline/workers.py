@@ -66,10 +66,12 @@ class SourceStopped(Exception):
 class FileOpener:
     """Opens a ready file for reading and builds its encoders; runs in a worker thread."""
 
-    def __init__(self, webhdfs_url: str, user: str, schema_registry: str | None = None) -> None:
+    def __init__(self, webhdfs_url: str, user: str, schema_registry: str | None = None,
+                 max_record_bytes: int = 1_000_000) -> None:
         self.webhdfs_url = webhdfs_url
         self.user = user
         self.schema_registry = schema_registry
+        self.max_record_bytes = max_record_bytes
 
     def open(self, work: FileWork, source: SourceConfig,
              unit_rows: Callable[[], int]) -> Iterator[UnitRecords | FileFinished]:
@@ -101,6 +103,12 @@ class FileOpener:
             if unit is None:
                 break
             values, keys, headers, _ = encode(unit, entry.path)
+            if values:
+                biggest = max(map(len, values))
+                if biggest > self.max_record_bytes:
+                    raise PermanentFileError(
+                        f"{entry.path} at {unit.start}: a row encodes to {biggest} bytes, more than "
+                        f"the {self.max_record_bytes} a Kafka record may have here (max.request.size)")
             last = unit.end is None
             first = 0
             if skip:
@@ -198,6 +206,12 @@ class WorkerPool:
 
     def parked(self) -> list[FileWork]:
         return list(self._parked)
+
+    def take_parked(self, source: str) -> list[FileWork]:
+        """Remove and return the files set aside for `source` (stopped by its error policy)."""
+        taken = [w for w in self._parked if w.entry.source == source]
+        self._parked = [w for w in self._parked if w.entry.source != source]
+        return taken
 
     async def _worker(self, wid: int) -> None:
         while True:

@@ -259,3 +259,37 @@ async def test_ledger_stays_bounded_and_listing_never_streams_a_compacted_file_a
     finally:
         await consumer.stop()
     assert len(tombstoned) >= 3
+
+
+async def test_an_avro_file_appended_later_sends_only_its_new_rows(stack, webhdfs, names, tmp_path: Path):
+    import io
+
+    import fastavro
+    from harness import AVRO_SCHEMA
+
+    topic, base = names["topic"], names["dir"]
+    path = f"{base}/in/growing.avro"
+    buf = io.BytesIO()
+    first = [{"id": i, "file_no": 0, "seq": i, "user": f"u{i % 7}", "amount": 0.5 * i} for i in range(1500)]
+    fastavro.writer(buf, AVRO_SCHEMA, first, codec="deflate", sync_interval=16_000)
+    original = buf.getvalue()
+    put(webhdfs, path, original)
+    cfg = write_config(tmp_path, stack, instance_id=names["instance"], ledger_topic=names["ledger"],
+                       sources=[{"name": "growing", "path": f"{base}/in/*", "topic": topic}])
+    with DaemonProcess(cfg, tmp_path) as daemon:
+        daemon.start()
+        daemon.wait_for_log("ready: recovery done")
+        assert sorted((await consume(stack.kafka_bootstrap, topic, expect=1500, timeout=60)).ids) == \
+            list(range(1500))
+        # Append more blocks to the same file (same inode), as an appending writer would.
+        more = [{"id": i, "file_no": 0, "seq": i, "user": f"u{i % 7}", "amount": 0.5 * i}
+                for i in range(1500, 2300)]
+        grown = io.BytesIO(original)
+        grown.seek(0, io.SEEK_END)
+        fastavro.writer(grown, AVRO_SCHEMA, more, codec="deflate", sync_interval=16_000)
+        webhdfs.write(path, grown.getvalue()[len(original):], append=True)
+        landed = await consume(stack.kafka_bootstrap, topic, expect=2300, timeout=60, settle=4)
+        assert sorted(landed.ids) == list(range(2300))
+        assert landed.duplicates() == {}
+        assert landed.out_of_order() == []
+        assert daemon.terminate() == 0
