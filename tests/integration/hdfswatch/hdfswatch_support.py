@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
-import socket
-import subprocess
-import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,44 +123,3 @@ class Watch:
 
     def paths(self, prefix: str = "") -> list[str]:
         return [r.path for r in self.ready if r.path.startswith(prefix)]
-
-
-# --------------------------------------------------------------------------- a private HDFS
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` ports that are free now, below the ephemeral range (32768+) so that no outgoing
-    connection takes one before the server binds it."""
-    rng = random.Random()
-    while True:
-        base = rng.randrange(20000, 32000 - n)
-        ports = list(range(base, base + n))
-        socks = []
-        try:
-            for port in ports:
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return ports
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-
-
-@dataclass
-class PrivateHdfs:
-    """A dedicated single-node HDFS that tests may restart and checkpoint."""
-
-    env: dict[str, str]
-    namenode: str
-    webhdfs_url: str
-    user: str
-
-    def ctl(self, *args: str, timeout: float = 300) -> None:
-        subprocess.run([sys.executable, str(DEVSTACK), *args], env=self.env, check=True,
-                       timeout=timeout, stdout=subprocess.DEVNULL)
-
-    def restart_namenode(self) -> None:
-        self.ctl("restart", "namenode")

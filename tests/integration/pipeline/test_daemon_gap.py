@@ -4,62 +4,22 @@ files already done are not."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 from harness import DaemonProcess, consume, expected_ids, put, sample_file, write_config
 
-DEVSTACK = Path(__file__).resolve().parents[3] / "deploy" / "devstack" / "devstack"
 
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-@pytest.fixture
-def gap_hdfs(stack, tmp_path_factory):  # type: ignore[no-untyped-def]
-    """A dedicated HDFS whose edit log a test may purge (one checkpoint retained)."""
-    main_home = Path(os.environ.get("DEVSTACK_HOME") or Path.home() / ".cache" / "hdfs2kafka" / "devstack")
-    rpc, http, dn, dn_http, dn_ipc = _free_ports(5)
-    env = {**os.environ, "DEVSTACK_HOME": str(tmp_path_factory.mktemp("gap-hdfs")),
-           "DEVSTACK_LIB": os.environ.get("DEVSTACK_LIB") or str(main_home / "lib"),
-           "DEVSTACK_NN_RPC_PORT": str(rpc), "DEVSTACK_NN_HTTP_PORT": str(http),
-           "DEVSTACK_DN_PORT": str(dn), "DEVSTACK_DN_HTTP_PORT": str(dn_http),
-           "DEVSTACK_DN_IPC_PORT": str(dn_ipc),
-           "DEVSTACK_HDFS_SITE": "dfs.namenode.num.checkpoints.retained=1,"
-                                 "dfs.namenode.num.extra.edits.retained=2,"
-                                 "dfs.namenode.max.extra.edits.segments.retained=1"}
-    subprocess.run([sys.executable, str(DEVSTACK), "up", "--only", "hdfs"], env=env, check=True,
-                   timeout=300, stdout=subprocess.DEVNULL)
-    try:
-        yield {"namenode": f"127.0.0.1:{rpc}", "webhdfs": f"http://127.0.0.1:{http}"}
-    finally:
-        subprocess.run([sys.executable, str(DEVSTACK), "down"], env=env, timeout=120,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-
-
-async def test_files_hidden_by_a_gap_are_streamed_once(stack, gap_hdfs, unique, tmp_path: Path):
+async def test_files_hidden_by_a_gap_are_streamed_once(stack, private_hdfs, unique, tmp_path: Path):
     from hdfs import InsecureClient
 
     from hdfswatch.namenode import NameNodeClient
 
-    webhdfs = InsecureClient(gap_hdfs["webhdfs"], user=stack.hdfs_user)
+    webhdfs = InsecureClient(private_hdfs.webhdfs_url, user=stack.hdfs_user)
     topic, base = f"rows-{unique}", f"/gap/{unique}"
 
     class Local:  # the dev stack, pointed at the dedicated HDFS
-        namenode = gap_hdfs["namenode"]
-        webhdfs_url = gap_hdfs["webhdfs"]
+        namenode = private_hdfs.namenode
+        webhdfs_url = private_hdfs.webhdfs_url
         hdfs_user = stack.hdfs_user
         kafka_bootstrap = stack.kafka_bootstrap
 
@@ -81,7 +41,7 @@ async def test_files_hidden_by_a_gap_are_streamed_once(stack, gap_hdfs, unique, 
             suffix, data = sample_file(f, 1000)
             put(webhdfs, f"{base}/part-{f}{suffix}", data)
             rows[f] = 1000
-        async with NameNodeClient([gap_hdfs["namenode"]], user=stack.hdfs_user) as nn:
+        async with NameNodeClient([private_hdfs.namenode], user=stack.hdfs_user) as nn:
             await nn.roll_edits()
             assert await nn.set_safe_mode("enter")
             try:
