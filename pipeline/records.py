@@ -10,12 +10,12 @@ from pipeline.config import SourceConfig
 from pipeline.positions import AvroPosition
 
 Headers = Sequence[tuple[str, bytes]]
-Encoded = tuple[list[bytes], list[bytes | None] | None, list[Headers] | None, int]
+Encoded = tuple[list[bytes], list[bytes | None] | None, list[Headers] | None]
 UnitEncoder = Callable[[Any, str], Encoded]
 
 
 def make_unit_encoder(source: SourceConfig, reader: Any, schema_registry: str | None) -> UnitEncoder:
-    """A function turning one reader unit into (values, keys, headers, bytes)."""
+    """A function turning one reader unit into (values, keys, headers)."""
     value_encoder = _value_encoder(source, reader, schema_registry)
     key_encoder = None
     if source.key:
@@ -35,10 +35,7 @@ def make_unit_encoder(source: SourceConfig, reader: Any, schema_registry: str | 
                 headers = builder.avro(unit.start, len(values))
             else:
                 headers = builder.parquet(unit.start, len(values))
-        nbytes = sum(map(len, values))
-        if keys is not None:
-            nbytes += sum(len(k) for k in keys if k is not None)
-        return values, keys, headers, nbytes
+        return values, keys, headers
 
     return encode
 

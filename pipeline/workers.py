@@ -102,7 +102,7 @@ class FileOpener:
             unit = next(units, None)
             if unit is None:
                 break
-            values, keys, headers, _ = encode(unit, entry.path)
+            values, keys, headers = encode(unit, entry.path)
             if values:
                 biggest = max(map(len, values))
                 if biggest > self.max_record_bytes:
