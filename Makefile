@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 DEVSTACK := deploy/devstack/devstack
 
-.PHONY: demo test unit stack down lint types bench
+.PHONY: demo test unit stack tools down lint types bench
 
 $(VENV)/.installed: pyproject.toml pipeline/encoders/_rows.c
 	$(PYTHON) -m venv $(VENV)
@@ -14,12 +14,16 @@ $(VENV)/.installed: pyproject.toml pipeline/encoders/_rows.c
 stack:
 	$(DEVSTACK) up
 
+## The tools the deployment and fault tests run (systemd-analyze, promtool, Toxiproxy); idempotent.
+tools:
+	deploy/tools/install-test-tools
+
 ## Stream sample Parquet and Avro files from the local HDFS into the local Kafka, live.
 demo: $(VENV)/.installed stack
 	eval "$$($(DEVSTACK) env)" && $(VENV)/bin/hdfs2kafka demo
 
 ## Every test: unit tests, then integration tests against the real HDFS and Kafka.
-test: $(VENV)/.installed stack
+test: $(VENV)/.installed tools stack
 	eval "$$($(DEVSTACK) env)" && $(VENV)/bin/pytest
 
 unit: $(VENV)/.installed
