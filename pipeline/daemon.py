@@ -12,23 +12,34 @@
       drain         stop detection and workers, commit the open transaction, stop the producer
 
 Signal handlers only set state that the loop acts on: SIGTERM/SIGINT stop, SIGHUP reloads the
-source registry. Being fenced by another instance ends the daemon with exit code 3.
+source registry.
+
+Each life claims the ledger: right after its producer has fenced the previous one it commits an
+owner record naming the life. A fenced producer (the epoch was bumped) then reads the owner back:
+another life's record means a second instance took over (exit code 3); its own means the
+coordinator aborted a transaction that outlived transaction.timeout.ms (a stalled broker, a
+frozen process), and the daemon recovers like after any failed transaction. Files whose records
+the broker refused are quarantined at their last committed position before the others resume.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import socket
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import structlog
 
 from pipeline import config as config_mod
+from pipeline import kafka_errors, logs
 from pipeline import ledger as ledger_mod
-from pipeline import logs
 from pipeline.config import Config, SourceConfig
 from pipeline.ledger import FileEntry, LedgerState
 from pipeline.producer import (
@@ -39,6 +50,7 @@ from pipeline.producer import (
     FileQuarantined,
     FilesRecorded,
     Item,
+    RecordsRefused,
     UnitRecords,
 )
 from pipeline.ratelimit import GLOBAL, RateLimiter
@@ -50,6 +62,9 @@ EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_FENCED = 3
 STREAM_RECORD_INTERVAL_S = 5.0
+# A fenced life waits this long before reading the owner record, so that a new instance that has
+# just fenced it has committed its own claim (one round trip after its init_transactions).
+FENCE_SETTLE_S = 3.0
 
 
 @dataclass
@@ -96,6 +111,11 @@ class Daemon:
         self._apply_limits()
         self.hooks: list[Any] = []  # observers (metrics, sd_notify) with optional callbacks
         self.early_stop: list[int] = []  # stop signals that came before the loop was running
+        self.life_id: str | None = None  # this life's claim in the ledger's owner record
+        # Kept across lives: files whose records the broker refused (to quarantine before the
+        # flow resumes) and the record batch size each topic's broker accepts.
+        self.refused: dict[int, tuple[str, str]] = {}
+        self.batch_limits: dict[str, int] = {}
 
     # ------------------------------------------------------------------ life
 
@@ -115,10 +135,30 @@ class Daemon:
                     await self._live_until_stopped()
                     delay = 1.0
                 except Fenced as exc:
-                    log.error("fenced: another hdfs2kafka with this instance_id is running; stopping",
-                              instance_id=self.config.daemon.instance_id, error=str(exc))
-                    self.exit_code = EXIT_FENCED
-                    return self.exit_code
+                    self._notify("abort")
+                    owner = await self._owner_after_fence()
+                    if owner is not None and owner != self.life_id:
+                        log.error("fenced: another hdfs2kafka with this instance_id is running; "
+                                  "stopping", instance_id=self.config.daemon.instance_id,
+                                  error=str(exc), our_life=self.life_id, owner_life=owner)
+                        self.exit_code = EXIT_FENCED
+                        return self.exit_code
+                    self._note_error(None, str(exc))
+                    log.warning("transaction aborted by the coordinator (it ran past "
+                                "transaction.timeout.ms: a stalled broker or a paused process); "
+                                "no other instance owns the ledger; recovering from the ledger",
+                                error=str(exc), life=self.life_id)
+                    self.ready = False
+                except RecordsRefused as exc:
+                    # Not a fault of the flow: quarantine the files (or send smaller batches)
+                    # and go on at once.
+                    self._notify("abort")
+                    self.refused.update(exc.files)
+                    log.error("Kafka refused records; their files will be quarantined, the others "
+                              "resume", error=str(exc),
+                              files=[{"file_id": f, "source": s, "reason": r}
+                                     for f, (s, r) in exc.files.items()])
+                    self.ready = False
                 except (CommitterError, ledger_mod.LedgerError, OSError, Exception) as exc:
                     if isinstance(exc, CommitterError):
                         self._notify("abort")
@@ -178,16 +218,72 @@ class Daemon:
         self.ready = False  # not ready while the ledger is being read
         producer = await self._start_producer()
         try:
+            await self._claim(producer)
             state = await self._recover()
             flow = self._build_flow(producer, state)
             self.flow = flow
             await self._stream(flow)
         finally:
             self.flow = None
+            await self._stop_producer(producer)
+
+    async def _claim(self, producer: Any) -> None:
+        """Commit this life's owner record: who fenced whom can be read back from the ledger."""
+        self.life_id = uuid.uuid4().hex
+        value = orjson.dumps({"life": self.life_id, "host": socket.gethostname(), "pid": os.getpid(),
+                              "started_ms": ledger_mod.now_ms()})
+        key = ledger_mod.Keys(self.config.daemon.instance_id).owner()
+        timeout = self._wait_timeout_s()
+        try:
+            await asyncio.wait_for(producer.begin_transaction(), timeout)
+            fut = await asyncio.wait_for(
+                producer.send(self.config.kafka.ledger_topic, value, key=key, partition=0), timeout)
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            await asyncio.wait_for(asyncio.shield(producer.commit_transaction()), timeout)
+        except Exception as exc:
+            failure = kafka_errors.background_failure(producer) or exc
+            if kafka_errors.is_fenced(failure):
+                raise Fenced(f"fenced while claiming the ledger: {failure!r}") from exc
+            raise CommitterError(f"could not claim the ledger: {type(exc).__name__}: {exc}") from exc
+        log.info("ledger claimed", life=self.life_id)
+
+    async def _owner_after_fence(self) -> str | None:
+        """The life named by the ledger's owner record, read after a fence; None if unreadable."""
+        try:
+            await asyncio.wait_for(self.stopping.wait(), FENCE_SETTLE_S)
+        except TimeoutError:
+            pass
+        k = self.config.kafka
+        state = LedgerState(self.config.daemon.instance_id)
+        try:
+            await ledger_mod.read_ledger(k.bootstrap, k.ledger_topic, state, self._client_args(),
+                                         timeout_s=self._wait_timeout_s())
+        except Exception as exc:
+            log.warning("could not read the ledger's owner record after a fence; recovering",
+                        error=f"{type(exc).__name__}: {exc}")
+            return None
+        return state.owner
+
+    async def _stop_producer(self, producer: Any) -> None:
+        """Stop the producer within a bound: aiokafka's stop waits for batches it retries
+        without end while the broker is away."""
+        try:
+            await asyncio.wait_for(producer.stop(), 10.0)
+        except Exception as exc:
+            log.warning("producer did not stop cleanly; closing its connections",
+                        error=f"{type(exc).__name__}: {exc}")
+            sender = getattr(producer, "_sender", None)
             try:
-                await producer.stop()
+                if sender is not None:
+                    await asyncio.wait_for(sender.close(), 5.0)
+                await asyncio.wait_for(producer.client.close(), 5.0)
             except Exception:
-                log.warning("producer stop failed", exc_info=True)
+                log.warning("producer connections not closed", exc_info=True)
+
+    def _wait_timeout_s(self) -> float:
+        """The bound on any single wait on Kafka in a transaction: past it, the coordinator has
+        aborted the transaction anyway."""
+        return kafka_errors.transaction_timeout_ms(self._client_args()) / 1000
 
     # ------------------------------------------------------------------ recover
 
@@ -249,7 +345,8 @@ class Daemon:
             max_rows=d.transaction_max_rows, max_bytes=d.transaction_max_bytes,
             max_ms=d.transaction_max_ms, retention_ms=int(d.ledger_retention_hours * 3600_000),
             # Few units between the speed limiter and Kafka: a changed limit shows within a second.
-            queue_size=max(2, self.workers), on_commit=self._on_commit)
+            queue_size=max(2, self.workers), wait_timeout_s=self._wait_timeout_s(),
+            batch_limits=self.batch_limits, on_commit=self._on_commit)
         work_queue: asyncio.Queue[FileWork] = asyncio.Queue(maxsize=d.queue_size)
         pool = WorkerPool(
             queue=work_queue, out=committer.queue, sources=self._source_config,
@@ -453,6 +550,18 @@ class Daemon:
         if entry.finished:
             return
         flow.in_flight.add(entry.file_id)
+        refused = self.refused.get(entry.file_id)
+        if refused is not None:
+            # Kafka refused its records: quarantined where its committed rows end (the entry is
+            # recorded before this, in the same or an earlier transaction).
+            _, reason = refused
+            src = self._source_config(entry.source)
+            log.error("file quarantined", source=entry.source, path=entry.path, reason=reason,
+                      position=entry.next)
+            await flow.committer.queue.put(FileQuarantined(
+                file_id=entry.file_id, source=entry.source, reason=reason, position=entry.next,
+                dead_letter_topic=src.errors.dead_letter_topic if src else None))
+            return
         await flow.work_queue.put(FileWork(entry=entry, start=start))
 
     # ------------------------------------------------------------------ callbacks
@@ -464,6 +573,7 @@ class Daemon:
                 if flow is not None:
                     flow.in_flight.discard(item.file_id)
             if isinstance(item, FileQuarantined):
+                self.refused.pop(item.file_id, None)
                 self._note_error(item.source, item.reason)
         for hook in self.hooks:
             fn = getattr(hook, "on_commit", None)

@@ -11,6 +11,9 @@ Records (JSON values, key -> value):
 - `<id>|stream`: the edit-stream txid up to which every ready file has been recorded.
 - `<id>|source|<name>`: a source has started (so `start_from` applies only the first time).
 - `<id>|watermark`: the completion watermark (`mtime_floor`), see below.
+- `<id>|owner`: the life of the daemon that last started with this instance_id (written right
+  after its producer fenced the previous one), so that a fenced producer can tell another
+  instance from a transaction the coordinator aborted on timeout.
 
 Bounded state: a done entry is kept until both its file's mtime and the time it became ready
 fall below the watermark's `mtime_floor` = min(now - retention, mtime of every unfinished
@@ -107,6 +110,9 @@ class Keys:
     def watermark(self) -> bytes:
         return f"{self.instance_id}|watermark".encode()
 
+    def owner(self) -> bytes:
+        return f"{self.instance_id}|owner".encode()
+
 
 class LedgerState:
     """The committed ledger, folded in memory. Pure: records in, decisions out."""
@@ -117,6 +123,7 @@ class LedgerState:
         self.stream_txid: int | None = None
         self.sources: dict[str, dict[str, Any]] = {}
         self.mtime_floor: int = 0
+        self.owner: str | None = None
         self.records_read = 0
 
     # ---- folding records read back (or just committed)
@@ -142,6 +149,8 @@ class LedgerState:
                     self.sources[rest] = orjson.loads(value)
             elif kind == "watermark" and value is not None:
                 self.mtime_floor = int(orjson.loads(value)["mtime_floor"])
+            elif kind == "owner" and value is not None:
+                self.owner = str(orjson.loads(value)["life"])
         except (ValueError, KeyError, TypeError) as exc:
             raise LedgerError(f"unreadable ledger record {key!r}: {exc}") from exc
 
