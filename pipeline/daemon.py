@@ -238,8 +238,8 @@ class Daemon:
             await asyncio.wait_for(producer.begin_transaction(), timeout)
             fut = await asyncio.wait_for(
                 producer.send(self.config.kafka.ledger_topic, value, key=key, partition=0), timeout)
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
-            await asyncio.wait_for(asyncio.shield(producer.commit_transaction()), timeout)
+            await kafka_errors.bounded(fut, timeout)
+            await kafka_errors.bounded(producer.commit_transaction(), timeout)
         except Exception as exc:
             failure = kafka_errors.background_failure(producer) or exc
             if kafka_errors.is_fenced(failure):
@@ -469,11 +469,9 @@ class Daemon:
             entries = self._admit(flow, readies, listed=False)
             txid = item.txid
             if entries or (txid > last_recorded_txid and time.monotonic() - last_record > STREAM_RECORD_INTERVAL_S):
-                await flow.committer.queue.put(FilesRecorded(entries=entries, stream_txid=txid))
+                await self._record(flow, entries, stream_txid=txid)
                 last_record = time.monotonic()
                 last_recorded_txid = txid
-                for e in entries:
-                    await self._dispatch(flow, e, e.next)
 
     async def _detect_by_listing(self, flow: FlowState, client: Any) -> None:
         state = flow.state
@@ -504,12 +502,9 @@ class Daemon:
                 continue
             found += len(entries)
             if skip:
-                done = [ledger_mod.advance(e, state=ledger_mod.DONE) for e in entries]
-                await flow.committer.queue.put(FilesRecorded(entries=done))
-                continue
-            await flow.committer.queue.put(FilesRecorded(entries=entries))
-            for e in entries:
-                await self._dispatch(flow, e, e.next)
+                entries = [e if e.finished else ledger_mod.advance(e, state=ledger_mod.DONE)
+                           for e in entries]
+            await self._record(flow, entries)
         log.info("listing reconciled", reason=reason, sources=[s.name for s in sources], new_files=found)
 
     def _route(self, path: str, only: Iterable[SourceConfig] | None = None) -> SourceConfig | None:
@@ -522,7 +517,8 @@ class Daemon:
 
     def _admit(self, flow: FlowState, readies: Iterable[Any], listed: bool,
                only: Iterable[SourceConfig] | None = None) -> list[FileEntry]:
-        """Ledger entries for the ready files that must be produced (not done, not in flight)."""
+        """Ledger entries for the ready files that must be produced (not done, not in flight),
+        and quarantined entries for done files that changed in a way that cannot be streamed."""
         out: list[FileEntry] = []
         only = list(only) if only is not None else None
         for r in readies:
@@ -530,7 +526,7 @@ class Daemon:
             if src is None:
                 continue
             if r.file_id in flow.in_flight:
-                continue
+                continue  # streaming, or renamed while it streams: its worker follows it
             fmt = src.format if src.format != "auto" else ("avro" if r.path.endswith(".avro") else "parquet")
             verdict, start = flow.state.decide(r.file_id, r.size, r.mtime, fmt, listed)
             if verdict == "skip":
@@ -538,13 +534,45 @@ class Daemon:
             entry = FileEntry(source=src.name, path=r.path, file_id=r.file_id, size=r.size, mtime=r.mtime,
                               ready_txid=getattr(r, "txid", None), ready_ms=ledger_mod.now_ms(),
                               next=start)
+            known = flow.state.files.get(r.file_id)
+            if known is not None and verdict in ("appended", "changed"):
+                # The same file: its rows already streamed still count.
+                entry = ledger_mod.advance(entry, rows=known.rows)
             if verdict == "changed":
-                entry = ledger_mod.advance(entry, state=ledger_mod.QUARANTINED,
-                                           reason="file changed after it was streamed; write a new file instead")
-                log.warning("done file changed; quarantined", source=src.name, path=r.path)
+                # Streaming it again would repeat rows (or send rows of a file that is no more
+                # what was streamed): quarantined, at its new size, so the change is seen once.
+                was = known.size if known is not None else None
+                how = "truncated" if was is not None and r.size < was else "rewritten or appended to"
+                entry = ledger_mod.advance(
+                    entry, state=ledger_mod.QUARANTINED, next=known.next if known else None,
+                    reason=f"{r.path}: changed after it was streamed ({how}: {was} -> {r.size} "
+                           f"bytes); {fmt} files are streamed once: write a new file instead")
+                log.warning("done file changed; quarantined", source=src.name, path=r.path,
+                            file_id=r.file_id, reason=entry.reason)
             self.sources[src.name].files_detected += 1
             out.append(entry)
         return out
+
+    async def _record(self, flow: FlowState, entries: list[FileEntry],
+                      stream_txid: int | None = None) -> None:
+        """Record admitted files (with the edit-stream txid they were seen up to) and start
+        them. A quarantined one goes to the committer as a quarantine (ledger, metric, /status
+        and dead-letter topic together), ahead of the txid, so a crash cannot skip it."""
+        fresh = []
+        for e in entries:
+            if e.state != ledger_mod.QUARANTINED:
+                fresh.append(e)
+                continue
+            src = self._source_config(e.source)
+            flow.in_flight.add(e.file_id)  # until committed: a second event for it is the same
+            await flow.committer.queue.put(FileQuarantined(
+                file_id=e.file_id, source=e.source, reason=e.reason or "quarantined",
+                position=e.next, dead_letter_topic=src.errors.dead_letter_topic if src else None,
+                entry=e))
+        if fresh or stream_txid is not None:
+            await flow.committer.queue.put(FilesRecorded(entries=fresh, stream_txid=stream_txid))
+        for e in fresh:
+            await self._dispatch(flow, e, e.next)
 
     async def _dispatch(self, flow: FlowState, entry: FileEntry, start: str | None) -> None:
         if entry.finished:

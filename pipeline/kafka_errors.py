@@ -25,9 +25,13 @@ Facts from aiokafka's code that shape the table:
 
 from __future__ import annotations
 
+import asyncio
 import enum
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class Action(enum.Enum):
@@ -146,3 +150,15 @@ def background_failure(producer: Any) -> BaseException | None:
 def transaction_timeout_ms(client_args: dict[str, Any]) -> int:
     """The producer's transaction.timeout.ms (aiokafka's default is 60000)."""
     return int(client_args.get("transaction_timeout_ms", 60_000))
+
+
+async def bounded(aw: Awaitable[T], timeout_s: float) -> T:
+    """Await `aw` for at most `timeout_s` (TimeoutError past it) without cancelling it: aiokafka's
+    transaction calls must not be cancelled half-way, and an outcome that comes later is
+    retrieved and dropped instead of being logged as never retrieved."""
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        raise TimeoutError
+    return task.result()

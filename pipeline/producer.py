@@ -408,8 +408,7 @@ class Committer:
         # issued before would commit the transaction without it.
         await self._await_sends()
         try:
-            await asyncio.wait_for(asyncio.shield(self.producer.commit_transaction()),
-                                   self.wait_timeout_s)
+            await kafka_errors.bounded(self.producer.commit_transaction(), self.wait_timeout_s)
         except TimeoutError:
             raise await self._fail(DeliveryTimeout(
                 f"commit not confirmed within {self.wait_timeout_s:.0f}s"), "commit") from None
@@ -487,8 +486,7 @@ class Committer:
         producer aborts it (init_transactions ends whatever the old epoch left open)."""
         self.stats.aborted += 1
         try:
-            await asyncio.wait_for(asyncio.shield(self.producer.abort_transaction()),
-                                   min(10.0, self.wait_timeout_s))
+            await kafka_errors.bounded(self.producer.abort_transaction(), min(10.0, self.wait_timeout_s))
         except Exception as exc:
             log.info("abort not confirmed; the next producer ends the transaction",
                      error=_describe(exc))

@@ -1,0 +1,98 @@
+"""A broker that stalls longer than transaction.timeout.ms: the coordinator aborts the open
+transaction and bumps the producer's epoch, which aiokafka reports as ProducerFenced. That is not
+a second instance: the daemon must recover and go on, every row once, and exit as fenced only
+when another instance really took over."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+from harness import DaemonProcess, consume, create_topic, missing, put, sample_file, write_config
+
+
+@pytest.fixture
+def names(unique: str) -> dict[str, str]:
+    return {"dir": f"/tests/stall/{unique}", "topic": f"rows-{unique}",
+            "ledger": f"ledger-{unique}", "instance": f"it-{unique}"}
+
+
+def config(tmp_path: Path, stack, bootstrap: str, names: dict[str, str], **daemon) -> Path:  # type: ignore[no-untyped-def]
+    kafka_stack = dataclasses.replace(stack, kafka_bootstrap=bootstrap)
+    path = write_config(tmp_path, kafka_stack, instance_id=names["instance"], ledger_topic=names["ledger"],
+                        sources=[{"name": "rows", "path": f"{names['dir']}/in/*", "topic": names["topic"]}],
+                        **daemon)
+    text = path.read_text().replace(
+        f'ledger_topic = "{names["ledger"]}"',
+        f'ledger_topic = "{names["ledger"]}"\ntransaction.timeout.ms = 8000\nrequest.timeout.ms = 5000')
+    path.write_text(text)
+    return path
+
+
+async def test_a_broker_stalled_past_the_transaction_timeout_is_survived(
+        stack, webhdfs, private_kafka, names, tmp_path: Path):
+    await create_topic(private_kafka.bootstrap, names["topic"], 2)
+    rows = {}
+    for f in range(4):
+        suffix, data = sample_file(f, 40_000)
+        put(webhdfs, f"{names['dir']}/in/part-{f}{suffix}", data)
+        rows[f] = 40_000
+    cfg = config(tmp_path, stack, private_kafka.bootstrap, names, rows_per_second=40_000,
+                 unit_rows=2000)
+    with DaemonProcess(cfg, tmp_path) as daemon:
+        daemon.start()
+        daemon.wait_for_log("ready: recovery done")
+        await asyncio.sleep(1.5)  # streaming, a transaction open
+        private_kafka.pause()
+        try:
+            await asyncio.sleep(20)  # past transaction.timeout.ms (8 s) and the request timeout
+        finally:
+            private_kafka.resume()
+        mark = len(daemon.log_text())
+        # Whichever comes first: our own bound on the open transaction's sends, or the epoch
+        # the coordinator bumped when it aborted it (read as fenced, then told apart).
+        daemon.wait_for_log("recovering from the ledger", timeout=90)
+        assert daemon.alive(), daemon.log_text()[-3000:]
+        landed = await consume(private_kafka.bootstrap, names["topic"], expect=sum(rows.values()),
+                               timeout=180)
+        assert missing(landed, rows) == {}
+        assert landed.duplicates() == {}
+        assert landed.out_of_order() == []
+        assert "fenced: another hdfs2kafka" not in daemon.log_text()[mark:]
+        assert daemon.terminate() == 0
+
+
+async def test_a_connection_blackholed_past_the_transaction_timeout_is_survived(
+        stack, webhdfs, private_kafka, names, tmp_path: Path):
+    """Here the broker keeps running (and aborts the transaction on time) while the daemon's
+    connections through the proxy carry nothing."""
+    await create_topic(private_kafka.bootstrap, names["topic"], 3)
+    rows = {}
+    for f in range(4):
+        suffix, data = sample_file(f, 40_000)
+        put(webhdfs, f"{names['dir']}/in/part-{f}{suffix}", data)
+        rows[f] = 40_000
+    cfg = config(tmp_path, stack, private_kafka.proxied_bootstrap, names, rows_per_second=40_000,
+                 unit_rows=2000)
+    with DaemonProcess(cfg, tmp_path) as daemon:
+        daemon.start()
+        daemon.wait_for_log("ready: recovery done")
+        await asyncio.sleep(1.5)
+        started = time.monotonic()
+        toxics = private_kafka.proxy.blackhole()
+        try:
+            await asyncio.sleep(15)
+        finally:
+            private_kafka.proxy.remove(*toxics)
+        daemon.wait_for_log("recovering from the ledger", timeout=90)
+        landed = await consume(private_kafka.bootstrap, names["topic"], expect=sum(rows.values()),
+                               timeout=180)
+        assert daemon.alive(), daemon.log_text()[-3000:]
+        assert missing(landed, rows) == {}
+        assert landed.duplicates() == {}
+        assert landed.out_of_order() == []
+        assert time.monotonic() - started < 240
+        assert daemon.terminate() == 0
