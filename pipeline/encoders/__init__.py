@@ -1,6 +1,8 @@
 """Encoders: rows of record batches to Kafka values, keys and headers.
 
 - json.py: `JsonEncoder`, one JSON object per row (the type mapping is in its docstring).
+- avro_json.py: the JSON of Avro values Arrow has no type for (unions of several types,
+  recursive records, Avro durations), which the Avro reader passes through as Avro bytes.
 - avro.py: `AvroEncoder` (Confluent wire format, schema derived from Arrow), and
   `encode_avro_blocks` / `AvroBlockEncoder` for Avro sources, re-framing the file's own records.
 - keys.py: `KeyEncoder`; headers.py: `HeaderBuilder`; registry.py: `SchemaRegistryClient`.

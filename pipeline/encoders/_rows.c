@@ -90,7 +90,7 @@ static int putc1(Buf *b, char c) {
 enum Kind {
     K_NULL, K_BOOL, K_I8, K_U8, K_I16, K_U16, K_I32, K_U32, K_I64, K_U64, K_F32, K_F64,
     K_STR, K_LSTR, K_BIN, K_LBIN, K_FBIN, K_DEC, K_DATE32, K_DATE64, K_TIME32, K_TIME64,
-    K_TS, K_DUR, K_STRUCT, K_LIST, K_LLIST, K_FLIST, K_MAP, K_NUMTEXT
+    K_TS, K_DUR, K_STRUCT, K_LIST, K_LLIST, K_FLIST, K_MAP, K_NUMTEXT, K_AVRO, K_LAVRO
 };
 
 typedef struct Node {
@@ -111,6 +111,10 @@ typedef struct Node {
     int64_t last_day;   /* the day whose text is in day_text (dates repeat within a batch) */
     char day_text[16];
     size_t day_len;
+    int32_t *prog;      /* K_AVRO: the JSON program of avro_json.py (words, then strings) */
+    int32_t prog_root;
+    int32_t prog_words;
+    size_t prog_bytes;
 } Node;
 
 static void node_free(Node *n) {
@@ -118,6 +122,7 @@ static void node_free(Node *n) {
     for (int64_t i = 0; i < n->n_children; i++) node_free(&n->children[i]);
     free(n->children);
     free(n->key);
+    free(n->prog);
 }
 
 static int json_string(Buf *b, const uint8_t *s, size_t n);
@@ -132,26 +137,68 @@ static int unit_of(char c) {
     }
 }
 
-/* Whether a field's metadata says its strings are preformatted JSON numbers: json.py formats
- * float columns in bulk (shortest round-trip text) and marks them so. */
-static int is_number_text(const char *md) {
-    if (!md) return 0;
+/* The value of `key` in an Arrow field's metadata (a count, then length-prefixed keys and
+ * values), or NULL. */
+static const char *metadata_value(const char *md, const char *key, int32_t *value_len) {
+    if (!md) return NULL;
+    size_t want = strlen(key);
     int32_t pairs, len;
     memcpy(&pairs, md, 4);
     md += 4;
     for (int32_t k = 0; k < pairs; k++) {
         memcpy(&len, md, 4);
-        const char *key = md + 4;
+        const char *name = md + 4;
         int32_t klen = len;
         md += 4 + len;
         memcpy(&len, md, 4);
         const char *val = md + 4;
         md += 4 + len;
-        if (klen == 15 && memcmp(key, "hdfs2kafka.json", 15) == 0 && len == 6 &&
-            memcmp(val, "number", 6) == 0)
-            return 1;
+        if ((size_t)klen == want && memcmp(name, key, want) == 0) {
+            *value_len = len;
+            return val;
+        }
     }
+    return NULL;
+}
+
+/* Whether a field's metadata says its strings are preformatted JSON numbers: json.py formats
+ * float columns in bulk (shortest round-trip text) and marks them so. */
+static int is_number_text(const char *md) {
+    int32_t len;
+    const char *val = metadata_value(md, "hdfs2kafka.json", &len);
+    return val && len == 6 && memcmp(val, "number", 6) == 0;
+}
+
+/* A binary column of Avro-encoded values to write as JSON (avro_json.py): its program, copied
+ * (metadata bytes need not be aligned). 0 when the field has none, -1 on error. */
+static int program_load(Node *n, const char *val, int32_t len);
+
+static int avro_program(Node *n, const char *md) {
+    int32_t len;
+    const char *val = metadata_value(md, "hdfs2kafka.avro", &len);
+    if (!val) return 0;
+    return program_load(n, val, len) < 0 ? -1 : 1;
+}
+
+static int program_load(Node *n, const char *val, int32_t len) {
+    int32_t head[2];
+    if (len < 8) goto bad;
+    memcpy(head, val, 8);
+    if (head[1] < 1 || head[0] < 0 || head[0] >= head[1] || (int64_t)head[1] * 4 > len - 8)
+        goto bad;
+    n->prog = malloc((size_t)len - 8);
+    if (!n->prog) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(n->prog, val + 8, (size_t)len - 8);
+    n->prog_root = head[0];
+    n->prog_words = head[1];
+    n->prog_bytes = (size_t)len - 8;
     return 0;
+bad:
+    PyErr_SetString(PyExc_ValueError, "bad hdfs2kafka.avro program in a field's metadata");
+    return -1;
 }
 
 static int node_init(Node *n, struct ArrowSchema *s, struct ArrowArray *a) {
@@ -198,7 +245,13 @@ static int node_init(Node *n, struct ArrowSchema *s, struct ArrowArray *a) {
     if (simple && f[1] != '\0') simple = 0, n->kind = -1;
     if (simple) {
         if (n->kind == K_STR && is_number_text(s->metadata)) n->kind = K_NUMTEXT;
-        if (n->kind == K_STR || n->kind == K_NUMTEXT || n->kind == K_LSTR || n->kind == K_BIN || n->kind == K_LBIN) {
+        if ((n->kind == K_BIN || n->kind == K_LBIN) && s->metadata) {
+            int rc = avro_program(n, s->metadata);
+            if (rc < 0) return -1;
+            if (rc) n->kind = n->kind == K_BIN ? K_AVRO : K_LAVRO;
+        }
+        if (n->kind == K_STR || n->kind == K_NUMTEXT || n->kind == K_LSTR || n->kind == K_BIN ||
+            n->kind == K_LBIN || n->kind == K_AVRO || n->kind == K_LAVRO) {
             n->offsets = bufs[1];
             n->values = bufs[2];
         } else if (n->kind != K_NULL) {
@@ -297,7 +350,7 @@ static inline void bytes_of(const Node *n, int64_t i, const uint8_t **p, size_t 
     if (n->kind == K_FBIN) {
         *p = n->values + j * n->width;
         *len = (size_t)n->width;
-    } else if (n->kind == K_LSTR || n->kind == K_LBIN) {
+    } else if (n->kind == K_LSTR || n->kind == K_LBIN || n->kind == K_LAVRO) {
         const int64_t *o = n->offsets;
         *p = n->values + o[j];
         *len = (size_t)(o[j + 1] - o[j]);
@@ -628,6 +681,22 @@ typedef struct {
 } JsonOpts;
 
 static int json_value(const Node *n, int64_t i, Buf *b, const JsonOpts *o);
+static int json_avro(const Node *n, const uint8_t *p, size_t len, Buf *b, const JsonOpts *o);
+
+/* A duration as ISO 8601 seconds, with the digits of its unit so that the unit stays known:
+ * "PT90S" (s), "PT1.500S" (ms), "-PT0.000001S" (us), "PT0.000000001S" (ns). */
+static int put_duration(Buf *b, int64_t v, int unit) {
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    uint64_t per = (uint64_t)UNITS_PER_SEC[unit];
+    if (put(b, v < 0 ? "\"-PT" : "\"PT", v < 0 ? 4 : 3) < 0 || put_u64(b, u / per) < 0) return -1;
+    if (FRAC_DIGITS[unit]) {
+        RESERVE(b, 10);
+        b->p[b->len++] = '.';
+        digits(b->p + b->len, (int64_t)(u % per), FRAC_DIGITS[unit]);
+        b->len += (size_t)FRAC_DIGITS[unit];
+    }
+    return put(b, "S\"", 2);
+}
 
 static int json_map_key(const Node *k, int64_t i, Buf *b, const JsonOpts *o) {
     size_t at = b->len;
@@ -706,7 +775,10 @@ static int json_value(const Node *n, int64_t i, Buf *b, const JsonOpts *o) {
         return put_i64(b, rescale(v, n->unit, o->ts_mode - TS_EPOCH_S));
     }
     case K_DUR:
-        return put_i64(b, int_of(n, i));
+        return put_duration(b, int_of(n, i), n->unit);
+    case K_AVRO: case K_LAVRO:
+        bytes_of(n, i, &p, &len);
+        return json_avro(n, p, len, b, o);
     case K_STRUCT:
         if (putc1(b, '{') < 0) return -1;
         for (int64_t c = 0; c < n->n_children; c++) {
@@ -811,7 +883,7 @@ static int avro_value(const Node *n, int64_t i, Buf *b, int top) {
         return put(b, n->values + 4 * j, 4);
     case K_F64:
         return put(b, n->values + 8 * j, 8);
-    case K_STR: case K_LSTR: case K_BIN: case K_LBIN:
+    case K_STR: case K_LSTR: case K_BIN: case K_LBIN: case K_AVRO: case K_LAVRO:
         bytes_of(n, i, &p, &len);
         if (put_varint(b, (int64_t)len) < 0) return -1;
         return put(b, p, len);
@@ -1011,6 +1083,11 @@ fail:
  *   string), OP_FIXED size, OP_RECORD n field..., OP_ARRAY item, OP_MAP value,
  *   OP_UNION n branch...
  * where field, item, value and branch are indices of other nodes (so named types may recur). */
+/* Recursive records nest as deep as their data: a linked list of 2,000 items is 4,000 levels
+ * (union, record). Bounded so that a hostile file cannot exhaust a worker thread's C stack
+ * (a few hundred bytes a level). */
+#define AVRO_MAX_DEPTH 4000
+
 enum { OP_NULL, OP_BOOL, OP_VARINT, OP_FLOAT, OP_DOUBLE, OP_BYTES, OP_FIXED, OP_RECORD,
        OP_ARRAY, OP_MAP, OP_UNION };
 
@@ -1052,8 +1129,8 @@ static int skip_value(Reader *r, int32_t node) {
         PyErr_SetString(PyExc_ValueError, "bad Avro schema program");
         return -1;
     }
-    if (++r->depth > 1000) {
-        PyErr_SetString(PyExc_ValueError, "Avro value nested too deeply");
+    if (++r->depth > AVRO_MAX_DEPTH) {
+        PyErr_SetString(PyExc_ValueError, "Avro value nested more than 4000 levels deep");
         return -1;
     }
     const int32_t *op = r->prog + node;
@@ -1154,11 +1231,375 @@ done:
     return out;
 }
 
+/* ------------------------------------------------------------------ Avro values as JSON */
+
+/* Opcodes of the JSON program compiled by avro_json.py (int32 words, then a string area). */
+enum { J_NULL, J_BOOL, J_INT, J_LONG, J_FLOAT, J_DOUBLE, J_STRING, J_BYTES, J_FIXED,
+       J_DEC_BYTES, J_DEC_FIXED, J_DATE, J_TIME, J_TS, J_DURATION, J_ENUM, J_RECORD, J_ARRAY,
+       J_MAP, J_UNION };
+
+typedef struct {
+    Reader r;             /* the value's bytes; r.prog and r.prog_len: the program's words */
+    const char *strings;
+    size_t strings_len;
+    const JsonOpts *o;
+} AvroJson;
+
+static int aj_fail(const char *what) {
+    PyErr_SetString(PyExc_ValueError, what);
+    return -1;
+}
+
+/* The program's words at `node`, checked to hold `n` of them. */
+static const int32_t *aj_words(const AvroJson *a, int32_t node, int64_t n) {
+    if (node < 0 || n < 1 || (size_t)node + (size_t)n > a->r.prog_len) {
+        aj_fail("bad Avro JSON program");
+        return NULL;
+    }
+    return a->r.prog + node;
+}
+
+static int aj_text(const AvroJson *a, Buf *b, int32_t at, int32_t len) {
+    if (at < 0 || len < 0 || (size_t)at + (size_t)len > a->strings_len)
+        return aj_fail("bad Avro JSON program");
+    return put(b, a->strings + at, (size_t)len);
+}
+
+static int aj_bytes(AvroJson *a, size_t n, const uint8_t **p) {
+    *p = a->r.p + a->r.pos;
+    return skip(&a->r, n);
+}
+
+static int aj_length(AvroJson *a, size_t *n) {
+    int64_t v;
+    if (read_varint(&a->r, &v) < 0) return -1;
+    if (v < 0) return aj_fail("negative Avro length");
+    *n = (size_t)v;
+    return 0;
+}
+
+/* An Avro decimal (big-endian two's complement, any length that fits 128 bits) as put_decimal
+ * reads it: 16 bytes, little-endian. */
+static int aj_decimal(AvroJson *a, Buf *b, const uint8_t *p, size_t n, int scale) {
+    uint8_t le[16];
+    uint8_t fill = (n && (p[0] & 0x80)) ? 0xff : 0x00;
+    for (size_t k = 16; k < n; k++) {
+        if (p[n - 1 - k] != fill) return aj_fail("decimal wider than 128 bits");
+    }
+    for (size_t k = 0; k < 16; k++) le[k] = k < n ? p[n - 1 - k] : fill;
+    if (!a->o->decimal_as_number && putc1(b, '"') < 0) return -1;
+    if (put_decimal(b, le, scale) < 0) return -1;
+    return a->o->decimal_as_number ? 0 : putc1(b, '"');
+}
+
+static int avro_json(AvroJson *a, int32_t node, Buf *b);
+
+static int avro_json_items(AvroJson *a, int32_t item, Buf *b, int map) {
+    int first = 1;
+    for (;;) {
+        int64_t count, size;
+        if (read_varint(&a->r, &count) < 0) return -1;
+        if (count == 0) return 0;
+        if (count < 0) {
+            if (count == INT64_MIN) return aj_fail("bad Avro block count");
+            count = -count;
+            if (read_varint(&a->r, &size) < 0) return -1; /* the block's size: not needed */
+        }
+        for (int64_t k = 0; k < count; k++) {
+            if (!first && putc1(b, ',') < 0) return -1;
+            first = 0;
+            if (map) {
+                size_t n;
+                const uint8_t *p;
+                if (aj_length(a, &n) < 0 || aj_bytes(a, n, &p) < 0) return -1;
+                if (json_string(b, p, n) < 0 || putc1(b, ':') < 0) return -1;
+            }
+            if (avro_json(a, item, b) < 0) return -1;
+        }
+    }
+}
+
+static int avro_json_node(AvroJson *a, int32_t node, Buf *b) {
+    const int32_t *op = aj_words(a, node, 1);
+    if (!op) return -1;
+    const JsonOpts *o = a->o;
+    const uint8_t *p;
+    size_t n;
+    int64_t v;
+    switch (op[0]) {
+    case J_NULL:
+        return put(b, "null", 4);
+    case J_BOOL:
+        if (aj_bytes(a, 1, &p) < 0) return -1;
+        if (*p > 1) return aj_fail("Avro boolean that is neither 0 nor 1");
+        return *p ? put(b, "true", 4) : put(b, "false", 5);
+    case J_INT:
+        if (read_varint(&a->r, &v) < 0) return -1;
+        return put_i64(b, v);
+    case J_LONG:
+        if (read_varint(&a->r, &v) < 0) return -1;
+        if (!o->int64_as_string) return put_i64(b, v);
+        if (putc1(b, '"') < 0 || put_i64(b, v) < 0) return -1;
+        return putc1(b, '"');
+    case J_FLOAT: {
+        float f;
+        if (aj_bytes(a, 4, &p) < 0) return -1;
+        memcpy(&f, p, 4);
+        return put_float(b, f);
+    }
+    case J_DOUBLE: {
+        double d;
+        if (aj_bytes(a, 8, &p) < 0) return -1;
+        memcpy(&d, p, 8);
+        return put_double(b, d);
+    }
+    case J_STRING:
+        if (aj_length(a, &n) < 0 || aj_bytes(a, n, &p) < 0) return -1;
+        return json_string(b, p, n);
+    case J_BYTES: case J_FIXED:
+        if (op[0] == J_BYTES) {
+            if (aj_length(a, &n) < 0) return -1;
+        } else {
+            if (!(op = aj_words(a, node, 2))) return -1;
+            n = (size_t)op[1];
+        }
+        if (aj_bytes(a, n, &p) < 0) return -1;
+        if (putc1(b, '"') < 0 || put_base64(b, p, n) < 0) return -1;
+        return putc1(b, '"');
+    case J_DEC_BYTES:
+        if (!(op = aj_words(a, node, 2))) return -1;
+        if (aj_length(a, &n) < 0 || aj_bytes(a, n, &p) < 0) return -1;
+        return aj_decimal(a, b, p, n, op[1]);
+    case J_DEC_FIXED:
+        if (!(op = aj_words(a, node, 3))) return -1;
+        if (aj_bytes(a, (size_t)op[1], &p) < 0) return -1;
+        return aj_decimal(a, b, p, (size_t)op[1], op[2]);
+    case J_DATE: {
+        Node day = {0};
+        day.last_day = INT64_MIN;
+        if (read_varint(&a->r, &v) < 0) return -1;
+        if (putc1(b, '"') < 0 || put_day(&day, b, v) < 0) return -1;
+        return putc1(b, '"');
+    }
+    case J_TIME: {
+        /* nanoseconds, nine digits: the reader's Arrow columns hold Avro times as time64[ns] */
+        if (!(op = aj_words(a, node, 2))) return -1;
+        if (read_varint(&a->r, &v) < 0) return -1;
+        int64_t ns = v * (op[1] == 1 ? 1000000 : 1000);
+        if (v < 0 || ns >= 86400 * UNITS_PER_SEC[3]) return aj_fail("Avro time out of range");
+        if (putc1(b, '"') < 0 || put_clock(b, ns / UNITS_PER_SEC[3], ns % UNITS_PER_SEC[3], 3) < 0)
+            return -1;
+        return putc1(b, '"');
+    }
+    case J_TS: {
+        if (!(op = aj_words(a, node, 3))) return -1;
+        if (op[1] < 1 || op[1] > 3) return aj_fail("bad Avro JSON program");
+        if (read_varint(&a->r, &v) < 0) return -1;
+        if (o->ts_mode != TS_ISO) return put_i64(b, rescale(v, op[1], o->ts_mode - TS_EPOCH_S));
+        Node ts = {0};
+        ts.last_day = INT64_MIN;
+        ts.unit = op[1];
+        ts.has_tz = op[2];
+        if (putc1(b, '"') < 0 || put_timestamp_iso(&ts, b, v) < 0) return -1;
+        return putc1(b, '"');
+    }
+    case J_DURATION: {
+        /* months, days, milliseconds: three little-endian unsigned 32-bit integers */
+        uint32_t f[3];
+        if (aj_bytes(a, 12, &p) < 0) return -1;
+        memcpy(f, p, 12);
+        if (put(b, "\"P", 2) < 0 || put_u64(b, f[0]) < 0 || put(b, "M", 1) < 0) return -1;
+        if (put_u64(b, f[1]) < 0 || put(b, "DT", 2) < 0 || put_u64(b, f[2] / 1000) < 0) return -1;
+        RESERVE(b, 4);
+        b->p[b->len++] = '.';
+        digits(b->p + b->len, f[2] % 1000, 3);
+        b->len += 3;
+        return put(b, "S\"", 2);
+    }
+    case J_ENUM:
+        if (!(op = aj_words(a, node, 2))) return -1;
+        if (read_varint(&a->r, &v) < 0) return -1;
+        if (v < 0 || v >= op[1]) return aj_fail("Avro enum index out of range");
+        if (!(op = aj_words(a, node, 2 + 2 * (int64_t)op[1]))) return -1;
+        return aj_text(a, b, op[2 + 2 * v], op[3 + 2 * v]);
+    case J_RECORD:
+        if (!(op = aj_words(a, node, 2))) return -1;
+        if (!(op = aj_words(a, node, 2 + 3 * (int64_t)op[1]))) return -1;
+        if (putc1(b, '{') < 0) return -1;
+        for (int32_t k = 0; k < op[1]; k++) {
+            if (k && putc1(b, ',') < 0) return -1;
+            if (aj_text(a, b, op[2 + 3 * k], op[3 + 3 * k]) < 0) return -1;
+            if (avro_json(a, op[4 + 3 * k], b) < 0) return -1;
+        }
+        return putc1(b, '}');
+    case J_ARRAY:
+        if (!(op = aj_words(a, node, 2))) return -1;
+        if (putc1(b, '[') < 0 || avro_json_items(a, op[1], b, 0) < 0) return -1;
+        return putc1(b, ']');
+    case J_MAP:
+        if (!(op = aj_words(a, node, 2))) return -1;
+        if (putc1(b, '{') < 0 || avro_json_items(a, op[1], b, 1) < 0) return -1;
+        return putc1(b, '}');
+    case J_UNION: {
+        if (!(op = aj_words(a, node, 3))) return -1;
+        if (!(op = aj_words(a, node, 3 + 3 * (int64_t)op[1]))) return -1;
+        if (read_varint(&a->r, &v) < 0) return -1;
+        if (v < 0 || v >= op[1]) {
+            PyErr_Format(PyExc_ValueError, "Avro union branch %lld out of range", (long long)v);
+            return -1;
+        }
+        int32_t child = op[3 + 3 * v];
+        const int32_t *branch = aj_words(a, child, 1);
+        if (!branch) return -1;
+        if (!op[2] || branch[0] == J_NULL) return avro_json(a, child, b);
+        /* several non-null branches: {"<branch name>": value} (see avro_json.py) */
+        if (aj_text(a, b, op[4 + 3 * v], op[5 + 3 * v]) < 0) return -1;
+        if (avro_json(a, child, b) < 0) return -1;
+        return putc1(b, '}');
+    }
+    }
+    return aj_fail("bad Avro JSON program");
+}
+
+static int avro_json(AvroJson *a, int32_t node, Buf *b) {
+    if (++a->r.depth > AVRO_MAX_DEPTH) return aj_fail("Avro value nested more than 4000 levels deep");
+    int rc = avro_json_node(a, node, b);
+    a->r.depth--;
+    return rc;
+}
+
+static int json_avro(const Node *n, const uint8_t *p, size_t len, Buf *b, const JsonOpts *o) {
+    AvroJson a;
+    a.r.p = p;
+    a.r.pos = 0;
+    a.r.len = len;
+    a.r.prog = n->prog;
+    a.r.prog_len = (size_t)n->prog_words;
+    a.r.depth = 0;
+    a.strings = (const char *)(n->prog + n->prog_words);
+    a.strings_len = n->prog_bytes - 4 * (size_t)n->prog_words;
+    a.o = o;
+    if (avro_json(&a, n->prog_root, b) < 0) return -1;
+    if (a.r.pos != len) {
+        PyErr_Format(PyExc_ValueError, "Avro value has %zu bytes after its end", len - a.r.pos);
+        return -1;
+    }
+    return 0;
+}
+
+/* wrap_avro_fields(program, block, count, wrap, programs): the decompressed block with each
+ * top-level field whose byte in `wrap` is 1 turned into Avro "bytes" holding that field's own
+ * encoding, so that a decoder told the field is "bytes" passes it through (avro_json.py).
+ * `program` is compile_avro_schema's for the writer schema, a record; `programs` has the JSON
+ * program of each wrapped field (None for the others), by which its values are checked. A
+ * record that does not decode raises ValueError(reason, record index, field index). */
+static PyObject *wrap_avro_fields(PyObject *self, PyObject *args) {
+    Py_buffer prog, block, wrap;
+    Py_ssize_t count;
+    PyObject *programs;
+    if (!PyArg_ParseTuple(args, "y*y*ny*O", &prog, &block, &count, &wrap, &programs)) return NULL;
+    PyObject *out = NULL;
+    Buf b = {0}, scratch = {0};
+    Node *json = NULL;
+    int32_t nfields = 0;
+    JsonOpts opts = {0, 0, 0};
+    Reader r = {block.buf, 0, (size_t)block.len, prog.buf, (size_t)prog.len / 4, 0};
+    const int32_t *root = r.prog;
+    if (r.prog_len < 2 || root[0] != OP_RECORD || (size_t)root[1] + 2 > r.prog_len ||
+        wrap.len != root[1]) {
+        PyErr_SetString(PyExc_ValueError, "wrap_avro_fields: the program is not a record's, or "
+                                          "`wrap` has not one byte per field");
+        goto done;
+    }
+    const uint8_t *flags = wrap.buf;
+    nfields = root[1];
+    if (!PyTuple_Check(programs) || PyTuple_GET_SIZE(programs) != nfields) {
+        PyErr_SetString(PyExc_ValueError, "wrap_avro_fields: `programs` is not a tuple with one "
+                                          "JSON program (or None) per field");
+        goto done;
+    }
+    json = calloc((size_t)(nfields ? nfields : 1), sizeof(Node));
+    if (!json) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (int32_t k = 0; k < nfields; k++) {
+        PyObject *item = PyTuple_GET_ITEM(programs, k);
+        if (item == Py_None) continue;
+        if (!PyBytes_Check(item) || PyBytes_GET_SIZE(item) > INT32_MAX) {
+            PyErr_SetString(PyExc_TypeError, "wrap_avro_fields: a JSON program is not bytes");
+            goto done;
+        }
+        if (program_load(&json[k], PyBytes_AS_STRING(item), (int32_t)PyBytes_GET_SIZE(item)) < 0)
+            goto done;
+    }
+    if (buf_grow(&b, (size_t)block.len + (size_t)count * 2 + 16) < 0) goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        for (int32_t k = 0; k < root[1]; k++) {
+            size_t start = r.pos;
+            int rc;
+            if (flags[k] && json[k].prog) {
+                /* walked as the JSON encoder will walk it: what it would refuse, refused here,
+                 * where the error can name the file, block and field */
+                AvroJson a = {{r.p, r.pos, r.len, json[k].prog, (size_t)json[k].prog_words, 0},
+                              (const char *)(json[k].prog + json[k].prog_words),
+                              json[k].prog_bytes - 4 * (size_t)json[k].prog_words, &opts};
+                scratch.len = 0;
+                rc = avro_json(&a, json[k].prog_root, &scratch);
+                r.pos = a.r.pos;
+            } else {
+                rc = skip_value(&r, root[2 + k]);
+            }
+            if (rc < 0) {
+                PyObject *type, *value, *tb;
+                PyErr_Fetch(&type, &value, &tb);
+                PyErr_NormalizeException(&type, &value, &tb);
+                PyObject *reason = value ? PyObject_Str(value) : NULL;
+                Py_XDECREF(type);
+                Py_XDECREF(value);
+                Py_XDECREF(tb);
+                if (!reason) goto done;
+                PyObject *exc_args = Py_BuildValue("(Nni)", reason, i, k);
+                if (exc_args) {
+                    PyErr_SetObject(PyExc_ValueError, exc_args);
+                    Py_DECREF(exc_args);
+                }
+                goto done;
+            }
+            if (flags[k] && put_varint(&b, (int64_t)(r.pos - start)) < 0) goto done;
+            if (put(&b, r.p + start, r.pos - start) < 0) goto done;
+        }
+    }
+    if (r.pos != r.len) {
+        PyObject *exc_args = Py_BuildValue("(Nni)", PyUnicode_FromFormat(
+            "%zu bytes after the block's %zd records", r.len - r.pos, count), count, -1);
+        if (exc_args) {
+            PyErr_SetObject(PyExc_ValueError, exc_args);
+            Py_DECREF(exc_args);
+        }
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(b.p, (Py_ssize_t)b.len);
+done:
+    if (json) {
+        for (int32_t k = 0; k < nfields; k++) node_free(&json[k]);
+        free(json);
+    }
+    free(b.p);
+    free(scratch.p);
+    PyBuffer_Release(&prog);
+    PyBuffer_Release(&block);
+    PyBuffer_Release(&wrap);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"json_rows", json_rows, METH_VARARGS, "JSON text of each row of an Arrow record batch."},
     {"avro_rows", avro_rows, METH_VARARGS, "prefix + Avro binary of each row of a record batch."},
     {"split_avro_block", split_avro_block, METH_VARARGS,
      "prefix + each record of a decompressed Avro block."},
+    {"wrap_avro_fields", wrap_avro_fields, METH_VARARGS,
+     "a decompressed Avro block with chosen top-level fields wrapped as bytes."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -12,3 +12,7 @@ def avro_rows(
 def split_avro_block(
     program: bytes, block: bytes | memoryview, count: int, prefix: bytes, /,
 ) -> list[bytes]: ...
+def wrap_avro_fields(
+    program: bytes, block: bytes | memoryview, count: int, wrap: bytes,
+    programs: tuple[bytes | None, ...], /,
+) -> bytes: ...

@@ -20,12 +20,18 @@ The mapping (Arrow type of the column -> JSON):
 | timestamp without a time zone       | the same without `Z` (wall-clock time, no zone)          |
 |   with `timestamps="epoch_ms"` etc. | integer count since 1970-01-01 in that unit; a coarser  |
 |                                     | unit than the column's floors (and so loses precision)  |
-| duration                            | integer count of the column's unit                      |
+| duration                            | ISO 8601 seconds with the digits of the column's unit:  |
+|                                     | "PT90S" (s), "-PT1.500S" (ms), "PT0.000001S" (us),       |
+|                                     | "PT0.000000001S" (ns); the digits say the unit, so the  |
+|                                     | count reads back exactly (Java `Duration.parse` reads it) |
 | struct                              | object, fields in schema order                          |
 | list, large_list, fixed_size_list   | array                                                   |
 | map                                 | object; keys that are not strings become their JSON     |
 |                                     | text in quotes (`{"1": ...}`)                           |
 | dictionary                          | its values' mapping                                     |
+| binary with `hdfs2kafka.avro` field | the Avro value it holds, as avro_json.py maps it (Avro   |
+|   metadata (from the Avro reader)   | unions of several types as {"<branch>": value},         |
+|                                     | records that contain themselves as nested objects)      |
 
 The work is vectorised per record batch: float columns are formatted in bulk by polars, and a
 small compiled walker (`_rows.c`) writes every row's bytes without building Python objects for

@@ -6,6 +6,13 @@ each sync marker, and hands "header + the unit's raw blocks" to polars-avro, a R
 builds Arrow columns directly: about 1M rows/s on the reference dataset where fastavro's
 per-record decode manages about 70k (bench/RESULTS.md). A position is the byte offset of a block;
 resuming reads the header and then jumps there.
+
+Some valid Avro has no Arrow column type: a record that contains itself (a list, a tree), a
+union of several non-null types, the `duration` logical type. A top-level field holding any of
+them is passed through as its own Avro encoding: each block is decompressed and such fields are
+framed as Avro `bytes` by the compiled walker (`wrap_avro_fields`), polars-avro is told they are
+`bytes`, and the column's metadata carries the program with which the JSON encoder writes them
+(pipeline/encoders/avro_json.py). The other fields decode as usual.
 """
 
 from __future__ import annotations
@@ -19,6 +26,9 @@ import fastavro
 import pyarrow as pa
 
 from hdfswatch.ranged import FileIO, RandomAccessFile, RangedReadError
+from pipeline.encoders._native import rows as _rows
+from pipeline.encoders.avro import _decompressor, compile_avro_schema
+from pipeline.encoders.avro_json import AVRO_JSON_KEY, compile_json_programs
 from pipeline.positions import AvroPosition, Position
 from pipeline.readers.base import (
     DEFAULT_MAX_ROWS,
@@ -86,18 +96,38 @@ class AvroReader:
             raise CorruptFile(path, "header", "no avro.schema in the header") from None
         except Exception as exc:
             raise CorruptFile(path, "header", f"bad writer schema: {exc}") from None
-        problem = _unsupported(self.avro_schema)
-        if problem:
-            raise UnsupportedType(path, "header", problem)
+        schema = self.avro_schema
+        if not (isinstance(schema, dict) and schema.get("type") in ("record", "error")):
+            raise UnsupportedType(path, "header", f"the writer schema is {_describe(schema)}, "
+                                                  "not a record: a row needs named fields")
+        # Top-level fields with no Arrow column type, passed through for the JSON encoder.
+        self._wrap: bytes | None = None
+        self._json_columns: dict[str, bytes] = {}
+        decoder_schema: Any = schema
+        decoder_meta = dict(meta)
+        try:
+            wrapped = _json_fields(schema)
+            if wrapped:
+                fields = schema["fields"]
+                self._wrap = bytes(int(k in wrapped) for k in range(len(fields)))
+                self._split_program = compile_avro_schema(schema)
+                self._decompress = _decompressor(self.codec)
+                programs = compile_json_programs(schema, wrapped)
+                self._json_programs = tuple(programs.get(k) for k in range(len(fields)))
+                self._json_columns = {fields[k]["name"]: prog for k, prog in programs.items()}
+                decoder_schema = _decoder_schema(schema, wrapped)
+                decoder_meta["avro.codec"] = b"null"  # blocks are decompressed to be rewrapped
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptFile(path, "header", f"bad writer schema: {exc}") from None
         self._decoder_header = self._header
-        plain = _without_uuid(self.avro_schema)
-        if plain != self.avro_schema:
-            # polars-avro turns uuid strings into 16 raw bytes; as plain strings (the same
-            # binary encoding) they stay the text the writer wrote.
+        # polars-avro turns uuid strings into 16 raw bytes; as plain strings (the same binary
+        # encoding) they stay the text the writer wrote.
+        decoder_schema = _without_uuid(decoder_schema)
+        if decoder_schema != schema or decoder_meta != meta:
             buf = io.BytesIO()
             fastavro.schemaless_writer(buf, fastavro.read.HEADER_SCHEMA, {  # type: ignore[arg-type]
                 "magic": MAGIC, "sync": self._sync,
-                "meta": dict(meta, **{"avro.schema": json.dumps(plain).encode()})})
+                "meta": dict(decoder_meta, **{"avro.schema": json.dumps(decoder_schema).encode()})})
             self._decoder_header = buf.getvalue()
         try:
             self._schema = self._decode(b"", AvroPosition(self._header_end)).schema
@@ -250,9 +280,45 @@ class AvroReader:
                               f"decoded {batch.num_rows} records, block headers say {rows}")
         return batch
 
+    def _rewrap(self, raw: bytes, where: AvroPosition) -> bytes:
+        """The unit's blocks, decompressed, with the fields the JSON encoder writes from their
+        Avro encoding framed as `bytes` (see the module docstring)."""
+        assert self._wrap is not None
+        out = bytearray()
+        view = memoryview(raw)
+        pos = 0
+        while pos < len(view):
+            block = AvroPosition(where.block_offset + pos)
+            count, p = _read_long(raw, pos)
+            size, p = _read_long(raw, p)
+            try:
+                data = self._decompress(bytes(view[p:p + size]))
+            except Exception as exc:
+                raise CorruptFile(self.path, block, f"cannot decompress ({self.codec}): "
+                                                    f"{exc}") from None
+            try:
+                wrapped = _rows.wrap_avro_fields(self._split_program, data, count, self._wrap,
+                                                 self._json_programs)
+            except ValueError as exc:
+                raise CorruptFile(self.path, block, self._record_error(exc)) from None
+            out += _long_bytes(count) + _long_bytes(len(wrapped)) + wrapped + self._sync
+            pos = p + size + SYNC_SIZE
+        return bytes(out)
+
+    def _record_error(self, exc: ValueError) -> str:
+        if len(exc.args) != 3:
+            return f"cannot decode: {exc}"
+        reason, record, field = exc.args
+        if field < 0:
+            return f"cannot decode: {reason}"
+        name = self.avro_schema["fields"][field]["name"]
+        return f"cannot decode record {record} of the block, field {name!r}: {reason}"
+
     def _decode(self, raw: bytes, where: AvroPosition) -> pa.RecordBatch:
         import polars_avro
 
+        if self._wrap is not None and raw:
+            raw = self._rewrap(raw, where)
         try:
             df = polars_avro.read_avro(io.BytesIO(self._decoder_header + raw),
                                       batch_size=1 << 20)
@@ -262,6 +328,10 @@ class AvroReader:
         except BaseException as exc:  # the decoder reports bad data as Rust panics too
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CorruptFile(self.path, where, f"cannot decode: {reason}") from None
+        if self._json_columns:
+            table = table.replace_schema_metadata(None).cast(pa.schema([
+                f.with_metadata({AVRO_JSON_KEY: self._json_columns[f.name]})
+                if f.name in self._json_columns else f for f in table.schema]))
         if table.num_rows == 0:
             return pa.RecordBatch.from_pylist([], schema=table.schema)
         batches = table.combine_chunks().to_batches()
@@ -296,26 +366,142 @@ def _without_uuid(schema: Any) -> Any:
     return schema
 
 
-def _unsupported(schema: Any, where: str = "") -> str | None:
-    """Why the Arrow decoder cannot represent `schema`, or None when it can."""
+def _long_bytes(value: int) -> bytes:
+    """A zig-zag varint long."""
+    z = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def _describe(schema: Any) -> str:
     if isinstance(schema, list):
-        branches = [b for b in schema if b != "null"]
-        if len(branches) > 1:
-            names = [b if isinstance(b, str) else b.get("name", b.get("type")) for b in branches]
-            return (f"field {where or '(top level)'}: union of several non-null types "
-                    f"{names} has no Arrow column type")
-        return next((p for b in branches if (p := _unsupported(b, where))), None)
+        return f"a union {json.dumps(schema)[:200]}"
     if isinstance(schema, dict):
-        kind = schema.get("type")
-        if kind == "record":
-            for f in schema.get("fields", []):
-                name = f"{where}.{f['name']}" if where else f["name"]
-                if p := _unsupported(f["type"], name):
-                    return p
+        return f"a {schema.get('type')}"
+    return f"{schema!r}"
+
+
+_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+_NAMED = ("record", "error", "enum", "fixed")
+
+
+def _full_name(name: str, namespace: str | None) -> str:
+    return name if "." in name or not namespace else f"{namespace}.{name}"
+
+
+def _json_fields(record: dict[str, Any]) -> list[int]:
+    """Indices of the top-level fields whose type has no Arrow column type: a reference to a
+    record that contains it (recursion), a union of several non-null types, or `duration`."""
+    name = _full_name(record["name"], record.get("namespace"))
+    verdict: dict[str, bool] = {}
+    open_records = {name}
+    inner_ns = name.rpartition(".")[0] or None
+    out = [k for k, f in enumerate(record.get("fields", []))
+           if _needs_json(f["type"], inner_ns, verdict, open_records)]
+    return out
+
+
+def _needs_json(s: Any, ns: str | None, verdict: dict[str, bool], open_records: set[str]) -> bool:
+    """Whether `s` needs to be passed through as Avro; records the named types it defines."""
+    if isinstance(s, str):
+        if s in _PRIMITIVES:
+            return False
+        key = s if s in verdict or s in open_records else _full_name(s, ns)
+        if key in open_records:
+            return True  # a record that contains itself
+        return verdict.get(key, False)
+    if isinstance(s, list):
+        found = [_needs_json(b, ns, verdict, open_records) for b in s]  # all: they define names
+        return any(found) or sum(1 for b in s if b != "null") > 1
+    if not isinstance(s, dict):
+        return False
+    kind = s.get("type")
+    if kind in _NAMED:
+        name = _full_name(s["name"], s.get("namespace", ns))
+        if kind == "record" or kind == "error":
+            open_records.add(name)
+            inner = name.rpartition(".")[0] or None
+            found = [_needs_json(f["type"], inner, verdict, open_records)
+                     for f in s.get("fields", [])]
+            open_records.discard(name)
+            verdict[name] = any(found)
+        else:
+            verdict[name] = kind == "fixed" and s.get("logicalType") == "duration"
+        return verdict[name]
+    if kind == "array":
+        return _needs_json(s.get("items"), ns, verdict, open_records)
+    if kind == "map":
+        return _needs_json(s.get("values"), ns, verdict, open_records)
+    return _needs_json(kind, ns, verdict, open_records)
+
+
+def _decoder_schema(record: dict[str, Any], wrapped: list[int]) -> dict[str, Any]:
+    """The schema polars-avro decodes with: `wrapped` fields are `bytes`; a named type defined
+    inside one of them and used by a later field is defined again where it is first used."""
+    definitions: dict[str, Any] = {}
+    _collect(record, None, definitions)
+    name = _full_name(record["name"], record.get("namespace"))
+    inner_ns = name.rpartition(".")[0] or None
+    defined = {name}
+    fields = []
+    for k, f in enumerate(record.get("fields", [])):
+        if k in wrapped:
+            fields.append({key: v for key, v in f.items() if key != "default"} | {"type": "bytes"})
+        else:
+            fields.append(dict(f, type=_inline(f["type"], inner_ns, defined, definitions)))
+    return dict(record, fields=fields)
+
+
+def _collect(s: Any, ns: str | None, out: dict[str, Any]) -> None:
+    """Every named type defined in `s`, by full name, with its name made full."""
+    if isinstance(s, list):
+        for b in s:
+            _collect(b, ns, out)
+    elif isinstance(s, dict):
+        kind = s.get("type")
+        if kind in _NAMED:
+            name = _full_name(s["name"], s.get("namespace", ns))
+            out[name] = {k: v for k, v in s.items() if k != "namespace"} | {"name": name}
+            inner = name.rpartition(".")[0] or None
+            for f in s.get("fields", []):
+                _collect(f["type"], inner, out)
         elif kind == "array":
-            return _unsupported(schema.get("items"), f"{where}[]")
+            _collect(s.get("items"), ns, out)
         elif kind == "map":
-            return _unsupported(schema.get("values"), f"{where}{{}}")
+            _collect(s.get("values"), ns, out)
         elif isinstance(kind, dict | list):
-            return _unsupported(kind, where)
-    return None
+            _collect(kind, ns, out)
+
+
+def _inline(s: Any, ns: str | None, defined: set[str], definitions: dict[str, Any]) -> Any:
+    if isinstance(s, str):
+        if s in _PRIMITIVES:
+            return s
+        key = s if s in definitions else _full_name(s, ns)
+        if key in defined or key not in definitions:
+            return s
+        return _inline(definitions[key], ns, defined, definitions)
+    if isinstance(s, list):
+        return [_inline(b, ns, defined, definitions) for b in s]
+    if not isinstance(s, dict):
+        return s
+    kind = s.get("type")
+    if kind in _NAMED:
+        name = _full_name(s["name"], s.get("namespace", ns))
+        defined.add(name)
+        if kind in ("record", "error"):
+            inner = name.rpartition(".")[0] or None
+            return dict(s, fields=[dict(f, type=_inline(f["type"], inner, defined, definitions))
+                                   for f in s.get("fields", [])])
+        return s
+    if kind == "array":
+        return dict(s, items=_inline(s.get("items"), ns, defined, definitions))
+    if kind == "map":
+        return dict(s, values=_inline(s.get("values"), ns, defined, definitions))
+    if isinstance(kind, dict | list):
+        return dict(s, type=_inline(kind, ns, defined, definitions))
+    return s

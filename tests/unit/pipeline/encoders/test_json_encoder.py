@@ -115,7 +115,10 @@ def _expected(value: Any, t: pa.DataType, opts: JsonOptions) -> Any:
         return text + ("." + f"{value.microsecond:06d}"[:digits] if digits else "")
     if pa.types.is_duration(t):
         per = {"s": 1, "ms": 1000, "us": 10**6, "ns": 10**9}[t.unit]
-        return value // dt.timedelta(microseconds=1) * per // 10**6
+        digits = {"s": 0, "ms": 3, "us": 6, "ns": 9}[t.unit]
+        count = value // dt.timedelta(microseconds=1) * per // 10**6
+        secs, frac = divmod(abs(count), per)
+        return ("-" if count < 0 else "") + f"PT{secs}" + (f".{frac:0{digits}d}" if digits else "") + "S"
     if pa.types.is_struct(t):
         return {t.field(i).name: _expected(value[t.field(i).name], t.field(i).type, opts)
                 for i in range(t.num_fields)}
