@@ -69,8 +69,9 @@ TABLE: tuple[Rule, ...] = (
          Action.QUARANTINE_FILE, "one record larger than max.request.size"),
     Rule("future of a row batch; commit (AddPartitionsToTxn)",
          ("TopicAuthorizationFailedError", "InvalidTopicError", "CorruptRecordException",
-          "PolicyViolationError", "UnsupportedForMessageFormatError", "InvalidRecordError"),
-         Action.QUARANTINE_FILE, "the broker refuses this file's records and will again"),
+          "PolicyViolationError", "UnsupportedForMessageFormatError"),
+         Action.QUARANTINE_FILE, "the broker refuses this file's records and will again (also "
+         "code 87, INVALID_RECORD, which aiokafka raises as UnknownError)"),
     Rule("send/send_batch (metadata wait)", ("UnknownTopicOrPartitionError",),
          Action.QUARANTINE_FILE, "the source's topic does not exist and is not auto-created"),
     Rule("future of a ledger or dead-letter record", ("*",), Action.REBUILD,
