@@ -103,7 +103,10 @@ def _compile(pattern: str) -> tuple[_Token, ...]:
             if not tokens or tokens[-1].kind != _ANY_DEPTH:
                 tokens.append(_Token(_ANY_DEPTH))
         elif set(seg) & _WILDCARDS:
-            regex = re.compile(_translate_segment(seg) + r"\Z", re.DOTALL)
+            try:
+                regex = re.compile(_translate_segment(seg) + r"\Z", re.DOTALL)
+            except re.error as exc:  # e.g. a reversed range `[z-a]`
+                raise ConfigError(f"pattern {pattern!r}: {seg!r} is not a valid glob ({exc})") from None
             tokens.append(_Token(_GLOB, seg, regex, allows_hidden=seg.startswith((".", "_"))))
         else:
             tokens.append(_Token(_LITERAL, seg.replace("\\", "")))

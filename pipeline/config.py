@@ -8,12 +8,17 @@ from their client.properties, either inline in `[kafka]` or from `client_propert
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from hdfswatch.errors import ConfigError as PatternError
+from hdfswatch.patterns import PathMatcher, normalize
 
 FORMATS = ("parquet", "avro", "auto")
 VALUE_FORMATS = ("json", "avro")
@@ -23,6 +28,7 @@ DETECTORS = ("inotify", "listing")
 TIMESTAMP_MODES = ("iso", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+TOKEN_PLACEHOLDER = "change-me"
 
 
 class ConfigError(Exception):
@@ -112,6 +118,80 @@ class Config:
         return next((s for s in self.sources if s.name == name), None)
 
 
+# --------------------------------------------------------------------------- reload
+
+LIVE = "live"
+NEW_FLOW = "new flow"
+RESTART = "restart"
+
+RELOAD: dict[str, str] = {
+    # What a reload (SIGHUP) does with a changed setting: apply it at once (LIVE), drain the flow
+    # and rebuild it from the ledger in the same process (NEW_FLOW), or refuse the whole reload
+    # and keep the running registry until a restart (RESTART).
+    "daemon.instance_id": RESTART,  # names the transactional id and the ledger keys: a new one
+                                    # would read an empty ledger and stream every file again
+    "daemon.http": RESTART,         # the listening socket is bound once
+    "daemon.admin_token": LIVE,     # the old token stops working at once
+    "daemon.log_level": LIVE,
+    "daemon.log_format": LIVE,
+    "daemon.workers": LIVE,
+    "daemon.rows_per_second": LIVE,
+    "daemon.shutdown_timeout_s": LIVE,
+    "daemon.queue_size": NEW_FLOW,
+    "daemon.unit_rows": NEW_FLOW,
+    "daemon.transaction_max_rows": NEW_FLOW,
+    "daemon.transaction_max_bytes": NEW_FLOW,
+    "daemon.transaction_max_ms": NEW_FLOW,
+    "daemon.ledger_retention_hours": NEW_FLOW,
+    "hdfs": RESTART,    # another cluster or user: other files behind the same paths
+    "kafka": RESTART,   # another cluster or ledger topic: an empty ledger, every file again
+    "sources": LIVE,    # changed and removed at once; an added source starts in a new flow
+}
+
+
+@dataclass(frozen=True)
+class ReloadPlan:
+    """How a new config file differs from the running one, by what a reload can do with it."""
+
+    restart_needed: tuple[str, ...]  # refuse the reload: these need a restart
+    new_flow: tuple[str, ...]        # apply by rebuilding the flow from the ledger
+    added: tuple[str, ...]           # source names
+    removed: tuple[str, ...]
+
+
+def reload_plan(running: Config, new: Config) -> ReloadPlan:
+    """Classify every changed setting with the RELOAD table (pure: the daemon acts on it)."""
+    changed = [*_changed("daemon", running.daemon, new.daemon),
+               *_changed("hdfs", running.hdfs, new.hdfs),
+               *_changed("kafka", running.kafka, new.kafka)]
+    old_names = [s.name for s in running.sources]
+    new_names = [s.name for s in new.sources]
+    added = tuple(n for n in new_names if n not in old_names)
+    return ReloadPlan(
+        restart_needed=tuple(f for f in changed if _policy(f) == RESTART),
+        new_flow=tuple(f for f in changed if _policy(f) == NEW_FLOW) + tuple(f"sources[{n}]" for n in added),
+        added=added,
+        removed=tuple(n for n in old_names if n not in new_names),
+    )
+
+
+def _policy(setting: str) -> str:
+    return RELOAD.get(setting) or RELOAD[setting.split(".")[0]]
+
+
+def _changed(section: str, old: Any, new: Any) -> list[str]:
+    out = []
+    for name in old.__dataclass_fields__:
+        a, b = getattr(old, name), getattr(new, name)
+        if a == b:
+            continue
+        if section == "kafka" and name == "client":
+            out += [f"kafka.{_KAFKA_NAMES.get(k, k)}" for k in sorted({*a, *b}) if a.get(k) != b.get(k)]
+        else:
+            out.append(f"{section}.{name}")
+    return out
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -168,6 +248,9 @@ class _Validator:
         value = table[key]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if isinstance(value, float) and float in _as_tuple(kind) and not math.isfinite(value):
+            self.problem(f"{where}.{key}", f"expected a finite number, got {value!r}")
+            return default
         if isinstance(value, bool) and kind is not bool and bool not in _as_tuple(kind):
             self.problem(f"{where}.{key}", f"expected {_kind_name(kind)}, got a boolean")
             return default
@@ -231,12 +314,14 @@ def _daemon(v: _Validator, t: Mapping[str, Any]) -> DaemonConfig | None:
     http = v.get(t, w, "http", str, "127.0.0.1:9464")
     if http and not _host_port(http):
         v.problem(f"{w}.http", f"expected HOST:PORT (got {http!r})")
+    token = v.get(t, w, "admin_token", str, None)
+    _check_token(v, f"{w}.admin_token", token, http)
     level = v.choice(t, w, "log_level", ("debug", "info", "warning", "error"), "info")
     fmt = v.choice(t, w, "log_format", ("json", "console"), "json")
     return DaemonConfig(
         instance_id=instance_id or "",
         http=http,
-        admin_token=v.get(t, w, "admin_token", str, None),
+        admin_token=token,
         log_level=level,
         log_format=fmt,
         workers=v.positive(t, w, "workers", int, 2),
@@ -254,6 +339,37 @@ def _daemon(v: _Validator, t: Mapping[str, Any]) -> DaemonConfig | None:
 def _host_port(text: str) -> bool:
     host, sep, port = text.rpartition(":")
     return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
+
+
+def is_loopback(http: str) -> bool:
+    """Whether a HOST:PORT address is reachable from this machine only."""
+    host = http.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may well resolve to a routable address
+
+
+_MAKE_TOKEN = "set a long random one, e.g. the output of `openssl rand -hex 32`"
+
+
+def _check_token(v: _Validator, where: str, token: str | None, http: str | None) -> None:
+    """The admin verbs pause sources and change speeds: on an address other machines reach,
+    they need a real token."""
+    if token is not None and not token.strip():
+        v.problem(where, f"empty: {_MAKE_TOKEN} (or remove the line to leave the admin verbs "
+                         "open on a loopback daemon.http address)")
+        return
+    if not http or not _host_port(http) or is_loopback(http):
+        return
+    if token is None:
+        v.problem(where, f"missing while daemon.http ({http}) is reachable from other machines: "
+                         f"{_MAKE_TOKEN}, or bind daemon.http to 127.0.0.1")
+    elif token.strip() == TOKEN_PLACEHOLDER:
+        v.problem(where, f"still the placeholder {TOKEN_PLACEHOLDER!r} while daemon.http ({http}) is "
+                         f"reachable from other machines: {_MAKE_TOKEN}")
 
 
 def _hdfs(v: _Validator, t: Mapping[str, Any]) -> HdfsConfig | None:
@@ -299,6 +415,8 @@ _KAFKA_SETTINGS: dict[str, tuple[str, Any]] = {
     "retry.backoff.ms": ("retry_backoff_ms", int),
     "connections.max.idle.ms": ("connections_max_idle_ms", int),
 }
+# aiokafka keyword -> the Kafka name a user wrote (for messages).
+_KAFKA_NAMES = {arg: name for name, (arg, _) in _KAFKA_SETTINGS.items()} | {"_ssl": "ssl.*"}
 _SSL_SETTINGS = {"ssl.ca.location", "ssl.certificate.location", "ssl.key.location", "ssl.key.password",
                  "ssl.endpoint.identification.algorithm"}
 _COMPRESSION = ("none", "gzip", "snappy", "lz4", "zstd")
@@ -408,6 +526,8 @@ def _sources(v: _Validator, raw: Any) -> list[SourceConfig]:
         path = v.get(t, w, "path", str, "", required=True)
         if path and not path.startswith("/"):
             v.problem(f"{w}.path", f"must be an absolute HDFS path or glob (got {path!r})")
+        elif path:
+            _check_path(v, f"{w}.path", path, out)
         topic = v.get(t, w, "topic", str, "", required=True)
         if topic and not TOPIC_RE.match(topic):
             v.problem(f"{w}.topic", f"not a valid Kafka topic name: {topic!r}")
@@ -434,6 +554,41 @@ def _sources(v: _Validator, raw: Any) -> list[SourceConfig]:
             errors=errors,
         ))
     return out
+
+
+def _check_path(v: _Validator, where: str, path: str, earlier: list[SourceConfig]) -> None:
+    """The pattern compiles, and no earlier source takes every file it would match (a file
+    goes to the first source, in file order, whose pattern matches it)."""
+    try:
+        PathMatcher([path])
+    except PatternError as exc:
+        v.problem(where, f"not a valid path pattern: {exc}")
+        return
+    for other in earlier:
+        if other.path and _shadows(other.path, path):
+            same = normalize(other.path) == normalize(path)
+            v.problem(where, ("the same path as" if same else "every file it matches is also matched by")
+                      + f" source {other.name!r} ({other.path}), which comes first and takes them: "
+                      "this source would never get a file; give it a distinct path")
+            return
+
+
+def _shadows(first: str, second: str) -> bool:
+    """Whether every file `second` matches is also matched by `first`: the two are the same
+    pattern, or `first` is `DIR/**` and `second` lies under DIR without naming a hidden
+    directory (which `**` does not enter). Other overlaps are allowed."""
+    a, b = normalize(first), normalize(second)
+    if a == b:
+        return True
+    if not a.endswith("/**"):
+        return False
+    root = a[:-3]
+    if any(c in root for c in "*?[{\\"):
+        return False
+    if not b.startswith(root.rstrip("/") + "/"):
+        return False
+    rest = b[len(root.rstrip("/")) + 1:].split("/")
+    return not any(seg.startswith((".", "_")) for seg in rest)
 
 
 def _error_policy(v: _Validator, t: Any, w: str) -> ErrorPolicy:
