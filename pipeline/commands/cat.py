@@ -47,8 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hdfswatch.ranged import LocalFile, RandomAccessFile, RangedReadError, WebHdfsFile
+    from pipeline import logs
     from pipeline.positions import PositionError, parse_position
     from pipeline.readers import ReadError, open_reader
+
+    logs.configure("warning", "console")  # stdout carries the records only
 
     try:
         start = parse_position(args.start) if args.start else None

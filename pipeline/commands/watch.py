@@ -116,7 +116,10 @@ async def _watch(args: argparse.Namespace) -> int:
 
 async def run(args: argparse.Namespace) -> int:
     from hdfswatch.errors import ConfigError, HdfsWatchError, NotSuperuserError
+    from pipeline import logs
 
+    # stdout carries the JSON lines only; what the detector and the client log goes to stderr.
+    logs.configure("info", "console")
     task = asyncio.ensure_future(_watch(args))
     try:
         if args.duration:
