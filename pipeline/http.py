@@ -1,12 +1,25 @@
 """The HTTP surface: /metrics, /status, /healthz, /readyz and the admin verbs, on one aiohttp
-server bound to loopback by default. Admin verbs need the bearer token when one is set."""
+server bound to loopback by default. Admin verbs need the bearer token when one is set.
+
+It must never cost the daemon its streaming: idle connections are closed after
+IDLE_TIMEOUT_S, at most MAX_CONNECTIONS are open at once (more are answered 503 and closed),
+request bodies are parsed with a depth limit and finite numbers only, and every answer,
+errors included, is JSON (or the Prometheus text format for /metrics).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hmac
+import json
+import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import orjson
+import structlog
 from aiohttp import web
 
 if TYPE_CHECKING:
@@ -14,6 +27,49 @@ if TYPE_CHECKING:
     from pipeline.metrics import Metrics
 
 CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
+IDLE_TIMEOUT_S = 15.0  # a connection with no request in progress is closed after this
+MAX_CONNECTIONS = 256
+_BUSY_BODY = b'{"error": "too many open connections; try again"}'
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
+
+log = structlog.get_logger("hdfs2kafka.http")
+
+# Responses never carry NaN or Infinity, which are not JSON: a bug shows as a 500, not as a
+# document clients cannot parse.
+_dumps = functools.partial(json.dumps, allow_nan=False)
+
+
+class HttpBindError(OSError):
+    """The HTTP address cannot be listened on (in use, not an address of this machine)."""
+
+
+def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(doc, status=status, headers=headers, dumps=_dumps)
+
+
+@web.middleware
+async def _json_errors(request: web.Request,
+                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
+        return _json({"error": (exc.text or exc.reason).strip()}, exc.status, headers)
+    except Exception:
+        log.exception("http handler failed", method=request.method, path=request.path)
+        return _json({"error": "internal error; see the daemon's log"}, 500)
+
+
+class _Busy(asyncio.Protocol):
+    """Answers a connection over the limit with 503 and closes it."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(_BUSY)
+        transport.close()
 
 
 def status_document(daemon: Daemon) -> dict[str, Any]:
@@ -62,15 +118,18 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
 
 
 class HttpServer:
-    def __init__(self, daemon: Daemon, metrics: Metrics, bind: str, token: str | None = None) -> None:
+    """The daemon's HTTP surface. The admin token is read from the daemon's config at each
+    request, so a reload that rotates it takes effect at once."""
+
+    def __init__(self, daemon: Daemon, metrics: Metrics, bind: str) -> None:
         self.daemon = daemon
         self.metrics = metrics
         host, _, port = bind.rpartition(":")
-        self.host = host or "127.0.0.1"
+        self.host = host.strip("[]") or "127.0.0.1"
         self.port = int(port)
-        self.token = token
         self._runner: web.AppRunner | None = None
-        app = web.Application()
+        self._listener: asyncio.AbstractServer | None = None
+        app = web.Application(middlewares=[_json_errors])
         app.add_routes([
             web.get("/metrics", self.get_metrics),
             web.get("/status", self.get_status),
@@ -84,14 +143,33 @@ class HttpServer:
         self.app = app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
+        """Listen; raise HttpBindError (one line, no traceback needed) if the address is taken."""
+        self._runner = web.AppRunner(self.app, access_log=None, keepalive_timeout=IDLE_TIMEOUT_S)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        loop = asyncio.get_running_loop()
+        try:
+            self._listener = await loop.create_server(self._protocol, self.host, self.port,
+                                                      reuse_address=True)
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise HttpBindError(exc.errno, f"cannot listen on {self.host}:{self.port}: "
+                                           f"{exc.strerror or exc}") from None
+
+    def _protocol(self) -> asyncio.BaseProtocol:
+        assert self._runner is not None and self._runner.server is not None
+        server = self._runner.server
+        if len(server.connections) >= MAX_CONNECTIONS:
+            return _Busy()
+        return server()
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
         if self._runner is not None:
-            await self._runner.cleanup()
+            await self._runner.cleanup()  # closes the open connections too
+        if self._listener is not None:
+            await self._listener.wait_closed()
 
     # ---- read-only
 
@@ -99,72 +177,85 @@ class HttpServer:
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def get_status(self, request: web.Request) -> web.Response:
-        return web.json_response(status_document(self.daemon))
+        return _json(status_document(self.daemon))
 
     async def get_healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
+        return _json({"ok": True})
 
     async def get_readyz(self, request: web.Request) -> web.Response:
         if self.daemon.ready:
-            return web.json_response({"ready": True})
-        return web.json_response({"ready": False, "why": "recovering: reading the ledger"}, status=503)
+            return _json({"ready": True})
+        return _json({"ready": False, "why": "recovering: reading the ledger"}, status=503)
 
     # ---- admin
 
     def _authorize(self, request: web.Request) -> None:
-        if not self.token:
+        token = self.daemon.config.daemon.admin_token
+        if not token:
             return
         header = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(header.encode(), f"Bearer {self.token}".encode()):
-            raise web.HTTPUnauthorized(text="admin verbs need 'Authorization: Bearer <admin_token>'\n")
+        if not hmac.compare_digest(header.encode(), f"Bearer {token}".encode()):
+            raise web.HTTPUnauthorized(text="admin verbs need 'Authorization: Bearer <admin_token>'",
+                                       headers={"WWW-Authenticate": "Bearer"})
 
     def _source(self, request: web.Request, allow_global: bool = False) -> str:
         name = request.match_info["name"]
         if name == "*" and allow_global:
             return name
         if name not in self.daemon.sources:
-            raise web.HTTPNotFound(text=f"no source named {name!r}\n")
+            raise web.HTTPNotFound(text=f"no source named {name!r}")
         return name
 
-    async def _json(self, request: web.Request) -> dict[str, Any]:
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        # orjson refuses NaN, Infinity, numbers that overflow a double (1e309) and nesting
+        # deeper than 1024, each as a decode error.
         try:
-            body = await request.json()
-        except ValueError:
-            raise web.HTTPBadRequest(text="body must be JSON\n") from None
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            raise web.HTTPBadRequest(text=f"body must be JSON: {exc}") from None
         if not isinstance(body, dict):
-            raise web.HTTPBadRequest(text="body must be a JSON object\n")
+            raise web.HTTPBadRequest(text="body must be a JSON object")
         return body
 
     async def put_rate(self, request: web.Request) -> web.Response:
         self._authorize(request)
         name = self._source(request, allow_global=True)
-        body = await self._json(request)
-        limits = {}
+        body = await self._body(request)
+        limits: dict[str, float | None] = {}
         for key in ("rows_per_second", "bytes_per_second"):
             v = body.get(key)
-            if v is not None and (not isinstance(v, int | float) or isinstance(v, bool) or v <= 0):
-                raise web.HTTPBadRequest(text=f"{key} must be a positive number or null\n")
-            limits[key] = v
+            if v is not None and not _positive_finite(v):
+                raise web.HTTPBadRequest(text=f"{key} must be a positive finite number or null")
+            limits[key] = None if v is None else float(v)
         self.daemon.set_rate(name, limits["rows_per_second"], limits["bytes_per_second"])
-        return web.json_response({"source": name, **limits})
+        return _json({"source": name, **limits})
 
     async def post_pause(self, request: web.Request) -> web.Response:
         self._authorize(request)
         name = self._source(request)
         self.daemon.pause(name, True)
-        return web.json_response({"source": name, "paused": True})
+        return _json({"source": name, "paused": True})
 
     async def post_resume(self, request: web.Request) -> web.Response:
         self._authorize(request)
         name = self._source(request)
         self.daemon.pause(name, False)
-        return web.json_response({"source": name, "paused": False})
+        return _json({"source": name, "paused": False})
 
     async def put_workers(self, request: web.Request) -> web.Response:
         self._authorize(request)
-        body = await self._json(request)
+        body = await self._body(request)
         n = body.get("workers")
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 256:
-            raise web.HTTPBadRequest(text="workers must be an integer from 1 to 256\n")
+            raise web.HTTPBadRequest(text="workers must be an integer from 1 to 256")
         self.daemon.set_workers(n)
-        return web.json_response({"workers": n})
+        return _json({"workers": n})
+
+
+def _positive_finite(v: Any) -> bool:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    try:
+        return math.isfinite(float(v)) and v > 0
+    except OverflowError:  # an integer too large for a double
+        return False

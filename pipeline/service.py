@@ -21,8 +21,8 @@ log = structlog.get_logger("hdfs2kafka.service")
 async def attach(daemon: Daemon) -> AsyncIterator[None]:
     metrics = Metrics(daemon)
     daemon.hooks.append(metrics)
-    server = HttpServer(daemon, metrics, daemon.config.daemon.http, daemon.config.daemon.admin_token)
-    await server.start()
+    server = HttpServer(daemon, metrics, daemon.config.daemon.http)
+    await server.start()  # HttpBindError when the address is taken: before anything else starts
     log.info("http listening", address=f"http://{server.host}:{server.port}",
              endpoints=["/metrics", "/status", "/healthz", "/readyz"])
     notifier = SystemdNotifier()

@@ -44,6 +44,11 @@ def call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace").strip()
+        text = exc.read().decode(errors="replace").strip()
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return exc.code, text
+        return exc.code, doc.get("error", text) if isinstance(doc, dict) else text
     except OSError as exc:
         return 0, f"cannot reach the daemon at {url}: {exc}"

@@ -7,6 +7,7 @@ import signal
 import sys
 
 NAME = "run"
+EXIT_UNAVAILABLE = 1
 HELP = "run the daemon: stream every ready file of every source into Kafka, exactly once"
 
 
@@ -36,7 +37,15 @@ async def _run(args: argparse.Namespace, early_stop: list[int]) -> int:
     logs.configure(cfg.daemon.log_level, cfg.daemon.log_format)
     daemon = Daemon(cfg)
     daemon.early_stop = early_stop
+    from pipeline.http import HttpBindError
     from pipeline.service import attach
 
-    async with attach(daemon):
-        return await daemon.run()
+    try:
+        async with attach(daemon):
+            return await daemon.run()
+    except HttpBindError as exc:
+        # Not EXIT_CONFIG: the address may be free again soon (a previous daemon still
+        # stopping), so systemd's restart is worth it.
+        print(f"hdfs2kafka: {exc.strerror} (daemon.http in {args.config}); is another "
+              "hdfs2kafka or another service using it? Stop it or change daemon.http", file=sys.stderr)
+        return EXIT_UNAVAILABLE
