@@ -696,39 +696,52 @@ class Daemon:
     # ------------------------------------------------------------------ reload
 
     async def reload(self) -> bool:
-        """Re-read the config file; apply the source registry atomically or keep the old one.
+        """Re-read the config file; apply it atomically or keep the running one.
 
-        Returns True when sources were added (they need a new life of the flow to start).
+        Each changed setting is applied as `config.RELOAD` says: live, by a new flow rebuilt
+        from the ledger, or not at all (a restart is needed: the whole reload is refused).
+        Returns True when the flow must be rebuilt (added sources, flow-shaping settings).
         """
         self._notify("reloading")
+        path = self.config.path
         try:
-            new = config_mod.load(self.config.path)
+            new = config_mod.load(path)
         except config_mod.ConfigError as exc:
-            log.error("reload refused; the running registry stays", problems=exc.problems,
-                      config=self.config.path)
-            self._reload_result(False)
-            self._notify("ready")
-            return False
-        old_names = set(self.sources)
-        new_names = {s.name for s in new.sources}
+            return self._refuse_reload("reload refused; the running registry stays", config=path,
+                                       problems=exc.problems)
+        plan = config_mod.reload_plan(self.config, new)
+        if plan.restart_needed:
+            return self._refuse_reload(
+                "reload refused: these settings need a restart (systemctl restart hdfs2kafka); "
+                "the running registry stays", config=path, restart_needed=list(plan.restart_needed))
+        # Rebuilt in the file's order: a file goes to the first source whose path matches it.
+        sources: dict[str, SourceRuntime] = {}
         for s in new.sources:
             rt = self.sources.get(s.name)
             if rt is None:
-                self.sources[s.name] = SourceRuntime(config=s, paused=s.paused)
+                rt = SourceRuntime(config=s, paused=s.paused)
             else:
                 if rt.config.paused != s.paused:
                     rt.paused = s.paused
                 rt.config = s
-        for name in old_names - new_names:
-            self.sources.pop(name, None)
+            sources[s.name] = rt
+        self.sources = sources
+        for name in plan.removed:
             self.limiter.remove(name)
-        self.config = Config(path=self.config.path, daemon=new.daemon, hdfs=self.config.hdfs,
-                             kafka=self.config.kafka, sources=new.sources)
+        # hdfs and kafka are unchanged (else refused above); the admin token is read per request.
+        self.config = new
         self._apply_limits()
         self.set_workers(new.daemon.workers)
         logs.configure(new.daemon.log_level, new.daemon.log_format)
-        log.info("registry reloaded", added=sorted(new_names - old_names),
-                 removed=sorted(old_names - new_names), sources=sorted(new_names))
+        log.info("registry reloaded", added=list(plan.added), removed=list(plan.removed),
+                 sources=[s.name for s in new.sources], new_flow=list(plan.new_flow), config=path)
         self._reload_result(True)
         self._notify("ready")
-        return bool(new_names - old_names)
+        return bool(plan.new_flow)
+
+    def _refuse_reload(self, message: str, **details: Any) -> bool:
+        log.error(message, **details)
+        self._note_error(None, f"{message}: {details.get('restart_needed') or details.get('problems')}")
+        self._reload_result(False)
+        self._notify("ready")
+        return False
