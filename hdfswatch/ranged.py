@@ -44,7 +44,24 @@ class RangedReadError(Exception):
 
 
 class FileVanished(RangedReadError):
-    """The file is gone (deleted or renamed away) since it was opened. Nothing to retry."""
+    """The file is gone (deleted, or renamed away and not known to exist) since it was opened.
+    Nothing to retry."""
+
+
+class FileMoved(FileVanished):
+    """The path no longer names the file, but the file itself (its inode) still exists: it was
+    renamed. `file_id` says which file to look for; reading it from its new path goes on where
+    it stopped, since a rename changes nothing in the file."""
+
+    def __init__(self, path: str, reason: str, file_id: int) -> None:
+        super().__init__(path, reason)
+        self.file_id = file_id
+
+
+def inode_path(file_id: int) -> str:
+    """The path that names a file by its inode id wherever it is (HDFS's reserved namespace,
+    served by WebHDFS too)."""
+    return f"/.reserved/.inodes/{file_id}"
 
 
 class FileChanged(RangedReadError):
@@ -118,7 +135,8 @@ class WebHdfsFile:
     `expected_size` and `expected_file_id` (from the file detector's `getFileInfo`) raise
     `FileChanged` when they differ. Reads retry transient failures (connection errors,
     timeouts, 5xx, standby NameNode) with exponential backoff; a file that disappears raises
-    `FileVanished`, one that became shorter raises `FileChanged`.
+    `FileVanished`, or `FileMoved` when its inode id still names a file (it was renamed: open it
+    again at its new path), one that became shorter raises `FileChanged`.
     """
 
     def __init__(
@@ -147,19 +165,26 @@ class WebHdfsFile:
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._lock = threading.Lock()
         self.requests = 0  # HTTP reads issued; tests and benchmarks look at it
+        self._file_id: int | None = None
         status = self._retrying("stat", lambda: self._client.status(path, strict=False))
         if status is None:
-            raise FileVanished(path, "no such file in HDFS")
+            raise self._vanished("no such file in HDFS", expected_file_id)
         if status.get("type") != "FILE":
-            raise FileVanished(path, f"not a file (type {status.get('type')})")
+            raise self._vanished(f"not a file (type {status.get('type')})", expected_file_id)
         self._size = int(status["length"])
         self._file_id = int(status["fileId"]) if "fileId" in status else None
-        if expected_size is not None and expected_size != self._size:
-            raise FileChanged(path, f"length is {self._size} bytes, expected {expected_size}")
         if (expected_file_id is not None and self._file_id is not None
                 and expected_file_id != self._file_id):
+            # The name belongs to another file now: the one expected was renamed away (it is
+            # still there) or replaced (it is gone).
+            gone = self._vanished(f"the path names another file now (fileId {self._file_id})",
+                                  expected_file_id)
+            if isinstance(gone, FileMoved):
+                raise gone
             raise FileChanged(path, f"fileId is {self._file_id}, expected {expected_file_id} "
                                     "(the file was replaced)")
+        if expected_size is not None and expected_size != self._size:
+            raise FileChanged(path, f"length is {self._size} bytes, expected {expected_size}")
 
     @property
     def path(self) -> str:
@@ -199,7 +224,7 @@ class WebHdfsFile:
         """
         status = self._retrying("stat", lambda: self._client.status(self._path, strict=False))
         if status is None:
-            raise FileVanished(self._path, "deleted while it was being read")
+            raise self._vanished("deleted while it was being read", self._file_id)
         self._check_status(status)
 
     def close(self) -> None:
@@ -250,17 +275,36 @@ class WebHdfsFile:
             raise FileChanged(self._path, f"length changed from {self._size} to {size} bytes "
                                           "while it was read")
         if file_id is not None and self._file_id is not None and file_id != self._file_id:
+            gone = self._vanished(f"the path names another file now (fileId {file_id})",
+                                  self._file_id)
+            if isinstance(gone, FileMoved):
+                raise gone
             raise FileChanged(self._path, f"fileId changed from {self._file_id} to {file_id}: "
                                           "the file was replaced while it was read")
 
-    def _retrying(self, what: str, call: Callable[[], Any], check_file: bool = False) -> Any:
+    def _vanished(self, reason: str, file_id: int | None) -> FileVanished:
+        """`FileMoved` if inode `file_id` is still a file (renamed away), else `FileVanished`."""
+        if file_id is not None:
+            status = self._retrying(f"stat inode {file_id}",
+                                    lambda: self._client.status(inode_path(file_id), strict=False),
+                                    by_inode=True)
+            if (status is not None and status.get("type") == "FILE"
+                    and int(status.get("fileId", file_id)) == file_id):
+                return FileMoved(self._path, f"{reason}: the file was moved (its inode {file_id} "
+                                             "is still there)", file_id)
+        return FileVanished(self._path, reason)
+
+    def _retrying(self, what: str, call: Callable[[], Any], check_file: bool = False,
+                  by_inode: bool = False) -> Any:
         delay = self._backoff
         for attempt in range(self._retries + 1):
             try:
                 return call()
             except HdfsError as exc:
                 if exc.exception == "FileNotFoundException" or "does not exist" in exc.message:
-                    raise FileVanished(self._path, f"{what}: {exc.message}") from None
+                    if by_inode:
+                        return None
+                    raise self._vanished(f"{what}: {exc.message}", self._file_id) from None
                 if not _transient(exc) or attempt == self._retries:
                     raise ReadFailed(self._path, f"{what}: {exc.message}") from exc
                 if check_file:

@@ -16,7 +16,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hdfswatch.ranged import FileChanged, FileVanished, LocalFile, RandomAccessFile, WebHdfsFile
+from hdfswatch.ranged import (
+    FileChanged,
+    FileMoved,
+    FileVanished,
+    LocalFile,
+    RandomAccessFile,
+    WebHdfsFile,
+)
 from pipeline.cli import main
 from pipeline.positions import AvroPosition, ParquetPosition
 from pipeline.readers import open_reader
@@ -108,7 +115,7 @@ def test_expected_identity_is_checked(stack: Any, webhdfs: Any, hdfs_dir: str) -
     with pytest.raises(FileChanged, match="length"):
         WebHdfsFile(webhdfs, path, expected_size=5000)
     with pytest.raises(FileChanged, match="fileId"):
-        WebHdfsFile(webhdfs, path, expected_file_id=status["fileId"] + 1)
+        WebHdfsFile(webhdfs, path, expected_file_id=status["fileId"] + 10**12)  # no such inode
     with pytest.raises(FileVanished):
         WebHdfsFile(webhdfs, f"{hdfs_dir}/missing.parquet")
 
@@ -147,3 +154,30 @@ def test_cat_reads_from_hdfs_with_the_devstack_environment(
     assert main(["cat", remote, "--config", str(config), "--limit", "2"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [ln["value"]["id"] for ln in lines] == [0, 1]
+
+
+def test_a_file_renamed_while_read_is_told_from_one_deleted(stack: Any, webhdfs: Any, hdfs_dir: str) -> None:
+    """A rename keeps the inode: the reader says where to look (FileMoved, with the inode id),
+    and the file reads on from its new path; a deleted file is just gone."""
+    path, moved = f"{hdfs_dir}/a/f.bin", f"{hdfs_dir}/b/f.bin"
+    webhdfs.write(path, b"x" * 2_000_000 + b"y" * 1_000_000)
+    file_id = webhdfs.status(path)["fileId"]
+    f = WebHdfsFile(webhdfs, path, expected_size=3_000_000, expected_file_id=file_id, read_ahead=1024)
+    assert f.read_at(0, 10) == b"x" * 10
+    webhdfs.makedirs(f"{hdfs_dir}/b")
+    webhdfs.rename(path, moved)
+    with pytest.raises(FileMoved) as info:
+        f.read_at(2_500_000, 10)
+    assert info.value.file_id == file_id
+    # Opened again by its old path (a restart): moved, also when the name is taken by another file.
+    with pytest.raises(FileMoved):
+        WebHdfsFile(webhdfs, path, expected_size=3_000_000, expected_file_id=file_id)
+    webhdfs.write(path, b"z" * 3_000_000)
+    with pytest.raises(FileMoved):
+        WebHdfsFile(webhdfs, path, expected_size=3_000_000, expected_file_id=file_id)
+    with WebHdfsFile(webhdfs, moved, expected_size=3_000_000, expected_file_id=file_id) as g:
+        assert g.read_at(2_500_000, 3) == b"yyy"
+    webhdfs.delete(moved)
+    with pytest.raises(FileVanished) as gone:
+        WebHdfsFile(webhdfs, moved, expected_size=3_000_000, expected_file_id=file_id)
+    assert not isinstance(gone.value, FileMoved)
