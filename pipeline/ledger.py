@@ -22,7 +22,9 @@ done. (So after an edit-stream gap, a file renamed into place with an mtime olde
 retention window is taken as done: keep `ledger_retention_hours` above the age of the files
 your jobs commit by renaming.)
 A file rewritten later gets a new fileId (a new entry); an Avro file appended later is resumed
-from the end position recorded when it was done.
+from the end position recorded when it was done; a done file changed in any other way
+(truncated, a Parquet file appended to) is quarantined, since streaming it again would repeat
+rows. A file renamed while it streams keeps its entry (same fileId), which takes the new path.
 """
 
 from __future__ import annotations
@@ -168,6 +170,11 @@ class LedgerState:
         "new" (produce from `start` or the beginning), "skip" (already done or in flight),
         "appended" (a done Avro file grew: produce from `start`), "changed" (a done file that
         cannot be resumed changed: quarantine it).
+
+        Only an Avro file can take more rows after it was done: its new blocks follow the end
+        recorded for it. Any other change (Parquet appended or rewritten, any truncation) would
+        repeat rows or mix two versions of the file, so the file is quarantined, once: a file
+        already quarantined after some of its rows were produced is never produced again.
         """
         entry = self.files.get(file_id)
         if entry is None:
@@ -180,8 +187,10 @@ class LedgerState:
             return "skip", None
         if entry.state == DONE and size > entry.size and fmt == "avro" and entry.next:
             return "appended", entry.next
-        if entry.state == QUARANTINED and entry.rows == 0:
-            return "new", None  # nothing of it was produced: try the new contents from the start
+        if entry.state == QUARANTINED:
+            if entry.rows == 0:
+                return "new", None  # nothing of it was produced: try the new contents from the start
+            return "skip", None  # quarantined already: said once, in the ledger and the metrics
         return "changed", None
 
     def new_floor(self, now_ms: int, retention_ms: int) -> int:

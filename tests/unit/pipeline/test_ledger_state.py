@@ -66,3 +66,17 @@ def test_quarantined_file_rewritten_in_place_is_tried_again() -> None:
     st = folded(entry(1, QUARANTINED, size=50))
     assert st.decide(1, 100, 11 * DAY, "parquet", listed=False) == ("new", None)
     assert st.decide(1, 50, 10 * DAY, "parquet", listed=False) == ("skip", None)
+
+
+def test_a_done_file_that_changed_is_quarantined_once_and_never_produced_again() -> None:
+    st = folded(entry(1, DONE, nxt="block:100"), entry(2, DONE))
+    # Truncated Avro, appended or truncated Parquet: quarantined.
+    assert st.decide(1, 60, 11 * DAY, "avro", listed=False) == ("changed", None)
+    assert st.decide(2, 180, 11 * DAY, "parquet", listed=True) == ("changed", None)
+    assert st.decide(2, 60, 11 * DAY, "parquet", listed=False) == ("changed", None)
+    # Once recorded so (with its rows and new size), no later change brings it back.
+    quarantined = FileEntry(source="s", path="/d/1", file_id=1, size=60, mtime=11 * DAY,
+                            state=QUARANTINED, rows=500, reason="changed")
+    st.apply(st.keys.file(1), quarantined.to_json())
+    assert st.decide(1, 60, 11 * DAY, "avro", listed=True) == ("skip", None)
+    assert st.decide(1, 900, 12 * DAY, "avro", listed=False) == ("skip", None)
