@@ -9,6 +9,11 @@ Errors follow the source's policy (after Kafka Connect's KIP-298): transient fai
 retried with backoff, resuming from the last unit handed over, until `retry_timeout_ms`;
 a file that cannot be read is then quarantined (`tolerance = "all"`) or its source is
 stopped (`tolerance = "none"`), and the rest keeps streaming.
+
+A file renamed while it is read is the same file (its inode id survives renames): the worker
+finds it among its source's files and goes on from the last unit handed over, and the ledger
+entry takes the new path. One moved out of its source counts as deleted (`hdfs dfs -rm` moves
+files to the trash by renaming them): it is quarantined like a file deleted while read.
 """
 
 from __future__ import annotations
@@ -23,13 +28,18 @@ from typing import Any
 
 import structlog
 
+from hdfswatch.ranged import FileMoved
 from pipeline.config import SourceConfig
-from pipeline.ledger import FileEntry
+from pipeline.ledger import FileEntry, advance
 from pipeline.positions import AvroPosition, ParquetPosition, Position, parse_position
-from pipeline.producer import FileFinished, FileQuarantined, Item, UnitRecords
+from pipeline.producer import FileFinished, FileQuarantined, FilesRecorded, Item, UnitRecords
 from pipeline.records import make_unit_encoder
 
 log = structlog.get_logger("hdfs2kafka.workers")
+
+MAX_MOVES = 20
+"""Renames of one file a worker follows before it gives up on it (a file moved back and forth
+without end)."""
 
 
 @dataclass
@@ -53,6 +63,8 @@ class Progress:
     position: str | None = None
     worker: int | None = None
     size: int = 0
+    handed_final: bool = False
+    """Its last unit is with the committer: nothing of it is left to read."""
 
 
 class PermanentFileError(Exception):
@@ -139,6 +151,41 @@ class FileOpener:
         if not finished:
             yield FileFinished(file_id=entry.file_id, source=source.name, end=final_end,
                                ready_monotonic=work.ready_monotonic)
+
+
+    def locate(self, entry: FileEntry, source: SourceConfig) -> str | None:
+        """Where a file that was renamed while read is now, if its source still holds it: the
+        path among the source's files that has the file's inode id; None when the file was
+        deleted or moved out of the source. Lists the source's directories (WebHDFS), so it
+        costs what a listing of the source costs; renames of files being read are rare."""
+        from hdfs import InsecureClient
+        from hdfs.util import HdfsError
+
+        from hdfswatch.patterns import PathMatcher
+        from hdfswatch.ranged import inode_path
+
+        client = InsecureClient(self.webhdfs_url, user=self.user, timeout=60)
+        if client.status(inode_path(entry.file_id), strict=False) is None:
+            return None  # deleted meanwhile
+        matcher = PathMatcher([source.path])
+        for root in matcher.roots():
+            dirs = [root]
+            while dirs:
+                current = dirs.pop()
+                try:
+                    listing = client.list(current, status=True)
+                except HdfsError as exc:
+                    if exc.exception == "FileNotFoundException":
+                        continue  # removed meanwhile
+                    raise
+                for name, status in listing:
+                    path = f"{current.rstrip('/')}/{name}"
+                    if status.get("type") == "DIRECTORY":
+                        if matcher.could_contain(path):
+                            dirs.append(path)
+                    elif int(status.get("fileId", -1)) == entry.file_id and matcher.matches(path):
+                        return path
+        return None
 
 
 def _offset(pos: Position, rows: int) -> Position:
@@ -243,24 +290,54 @@ class WorkerPool:
         policy = source.errors
         deadline = time.monotonic() + policy.retry_timeout_ms / 1000
         delay = 0.2
-        bound = log.bind(source=source.name, path=work.entry.path, file_id=work.entry.file_id)
+        moves = 0
+        loop = asyncio.get_running_loop()
         while True:
+            bound = log.bind(source=source.name, path=work.entry.path, file_id=work.entry.file_id)
+            transient = False
             try:
                 await self._stream(work, source, prog)
                 return
+            except FileMoved as exc:
+                if prog.handed_final:
+                    return  # renamed after its last row was read: nothing is left to follow
+                try:
+                    found = await loop.run_in_executor(self._executor, self.opener.locate,
+                                                       work.entry, source)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as lexc:  # the listing failed: that may pass
+                    reason = f"{exc}; looking for it: {type(lexc).__name__}: {lexc}"
+                    transient = True
+                else:
+                    if found is not None and moves < MAX_MOVES:
+                        moves += 1
+                        bound.info("file moved while read; following it", new_path=found,
+                                   position=prog.position)
+                        work = self._moved(work, found, prog)
+                        # The ledger entry takes the new path before the file's next rows, so
+                        # a restart opens it where it is.
+                        await self.out.put(FilesRecorded(entries=[work.entry]))
+                        continue
+                    reason = (f"{work.entry.path}: moved {moves} times while it was read; given up"
+                              if found is not None else
+                              f"{work.entry.path}: moved out of the source while it was read "
+                              f"(inode {work.entry.file_id}); taken as deleted, as `hdfs dfs -rm` "
+                              "moves files to the trash")
             except PermanentFileError as exc:
                 reason = str(exc)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
-                if not _is_permanent(exc) and time.monotonic() < deadline:
-                    bound.warning("read failed; retrying", error=reason, retry_in_s=round(delay, 2),
-                                  position=prog.position)
-                    await asyncio.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, policy.retry_max_delay_ms / 1000)
-                    work = FileWork(entry=work.entry, start=prog.position, ready_monotonic=work.ready_monotonic)
-                    continue
+                transient = not _is_permanent(exc)
+            if transient and time.monotonic() < deadline:
+                bound.warning("read failed; retrying", error=reason, retry_in_s=round(delay, 2),
+                              position=prog.position)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, policy.retry_max_delay_ms / 1000)
+                work = FileWork(entry=work.entry, start=prog.position, ready_monotonic=work.ready_monotonic)
+                continue
             if policy.tolerance == "none":
                 bound.error("file failed; stopping source (errors.tolerance = none)", reason=reason,
                             position=prog.position)
@@ -270,6 +347,13 @@ class WorkerPool:
                                                reason=reason, position=prog.position,
                                                dead_letter_topic=policy.dead_letter_topic))
             return
+
+    @staticmethod
+    def _moved(work: FileWork, path: str, prog: Progress) -> FileWork:
+        """The same file at its new path, to be read on from the last unit handed over."""
+        prog.path = path
+        return FileWork(entry=advance(work.entry, path=path), start=prog.position,
+                        ready_monotonic=work.ready_monotonic)
 
     async def _stream(self, work: FileWork, source: SourceConfig, prog: Progress) -> None:
         loop = asyncio.get_running_loop()
@@ -293,6 +377,7 @@ class WorkerPool:
                 prog.rows_done += item.rows
                 prog.rows_total = item.total_rows
                 prog.position = item.end
+                prog.handed_final = item.final
             else:
                 assert isinstance(item, FileFinished)
                 await self.out.put(item)
