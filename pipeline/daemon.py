@@ -569,6 +569,11 @@ class Daemon:
                 file_id=e.file_id, source=e.source, reason=e.reason or "quarantined",
                 position=e.next, dead_letter_topic=src.errors.dead_letter_topic if src else None,
                 entry=e))
+        for e in fresh:
+            if e.finished:
+                # Recorded as done (a `latest` source's first listing): not admitted again
+                # before the record is committed.
+                flow.in_flight.add(e.file_id)
         if fresh or stream_txid is not None:
             await flow.committer.queue.put(FilesRecorded(entries=fresh, stream_txid=stream_txid))
         for e in fresh:
@@ -600,6 +605,10 @@ class Daemon:
             if (isinstance(item, UnitRecords) and item.final) or isinstance(item, FileFinished | FileQuarantined):
                 if flow is not None:
                     flow.in_flight.discard(item.file_id)
+            if isinstance(item, FilesRecorded) and flow is not None:
+                for e in item.entries:
+                    if e.finished:
+                        flow.in_flight.discard(e.file_id)
             if isinstance(item, FileQuarantined):
                 self.refused.pop(item.file_id, None)
                 self._note_error(item.source, item.reason)
