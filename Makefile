@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 DEVSTACK := deploy/devstack/devstack
 
-.PHONY: demo test unit stack tools down lint types bench
+.PHONY: demo test unit soak stack tools down lint types bench
 
 $(VENV)/.installed: pyproject.toml pipeline/encoders/_rows.c
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ test: $(VENV)/.installed tools stack
 
 unit: $(VENV)/.installed
 	$(VENV)/bin/pytest -m unit
+
+## The fault-injection soak: seeded fault scenarios for SOAK_MINUTES (30), from SOAK_SEED (the time).
+SOAK_MINUTES ?= 30
+soak: $(VENV)/.installed tools stack
+	eval "$$($(DEVSTACK) env)" && SOAK_MINUTES=$(SOAK_MINUTES) SOAK_SEED=$(SOAK_SEED) \
+		$(VENV)/bin/pytest -m soak -p no:cacheprovider tests/integration/faults
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check hdfswatch pipeline tests bench
