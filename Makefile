@@ -29,10 +29,10 @@ test: $(VENV)/.installed tools stack
 unit: $(VENV)/.installed
 	$(VENV)/bin/pytest -m unit
 
-## The fault-injection soak: seeded fault scenarios for SOAK_MINUTES (30), from SOAK_SEED (the time).
+## The fault-injection soak: seeded fault scenarios for SOAK_MINUTES (30); seeds SOAK_SEED-0, -1... (SOAK_FROM).
 SOAK_MINUTES ?= 30
 soak: $(VENV)/.installed tools stack
-	eval "$$($(DEVSTACK) env)" && SOAK_MINUTES=$(SOAK_MINUTES) SOAK_SEED=$(SOAK_SEED) \
+	eval "$$($(DEVSTACK) env)" && SOAK_MINUTES=$(SOAK_MINUTES) SOAK_SEED=$(SOAK_SEED) SOAK_FROM=$(SOAK_FROM) \
 		$(VENV)/bin/pytest -m soak -p no:cacheprovider tests/integration/faults
 
 lint: $(VENV)/.installed

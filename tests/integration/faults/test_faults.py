@@ -28,8 +28,9 @@ topic; no file may stay unfinished, and the daemon must not have ended by itself
 prints one summary line (seed, faults by kind, kills, rows expected and landed, lost, duplicated).
 
 The normal suite runs a few seeds briefly. `make soak` (marker `soak`) runs seeds one after
-another for SOAK_MINUTES (default 30) from SOAK_SEED; FAULTS_SEED runs the short ones with
-another seed, e.g. `FAULTS_SEED=7 pytest tests/integration/faults -k seeded`.
+another for SOAK_MINUTES (default 30), seeds SOAK_SEED-0, SOAK_SEED-1...; one of them again:
+`make soak SOAK_SEED=42 SOAK_FROM=3 SOAK_MINUTES=0`. FAULTS_SEED runs the short ones with another
+seed, e.g. `FAULTS_SEED=7 pytest tests/integration/faults -k seeded`.
 """
 
 from __future__ import annotations
@@ -228,12 +229,12 @@ async def test_soak(request, capsys, unique, tmp_path: Path):
     reported at the end, with the totals."""
     minutes = float(os.environ.get("SOAK_MINUTES", "30"))
     base = os.environ.get("SOAK_SEED") or str(int(time.time()))
+    first = i = int(os.environ.get("SOAK_FROM") or 0)  # SOAK_MINUTES=0 SOAK_FROM=3: seed 3 alone
     deadline = time.monotonic() + minutes * 60
     totals: Counter[str] = Counter()
     faults: Counter[str] = Counter()
     failed: list[str] = []
-    i = 0
-    while time.monotonic() < deadline or i == 0:
+    while time.monotonic() < deadline or i == first:
         seed = f"{base}-{i}"
         tmp = tmp_path / f"s{i}"
         tmp.mkdir()
@@ -249,7 +250,7 @@ async def test_soak(request, capsys, unique, tmp_path: Path):
             totals[k] += getattr(outcome, k)
         totals["self_exits"] += len(outcome.exits)
         i += 1
-    show(capsys, f"soak seed={base} scenarios={i} minutes={minutes:g} faults={sum(faults.values())} "
+    show(capsys, f"soak seed={base} scenarios={i - first} minutes={minutes:g} faults={sum(faults.values())} "
          f"({', '.join(f'{k}:{v}' for k, v in sorted(faults.items()))}) "
          + " ".join(f"{k}={v}" for k, v in totals.items()) + f" failed_scenarios={len(failed)}")
     assert failed == [], "\n\n".join(failed)
