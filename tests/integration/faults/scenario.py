@@ -397,6 +397,24 @@ class Scenario:
             await consumer.stop()
         return out
 
+    async def offsets(self, topic: str) -> str:
+        """Per partition, the last stable offset (what read_committed readers reach) and the
+        high watermark (everything written, aborted or still open included)."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        ends = {}
+        for isolation in ("read_committed", "read_uncommitted"):
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.kafka.bootstrap, isolation_level=isolation)
+            await consumer.start()
+            try:
+                cluster = await consumer._client.fetch_all_metadata()
+                tps = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
+                ends[isolation] = await consumer.end_offsets(tps) if tps else {}
+            finally:
+                await consumer.stop()
+        return ", ".join(f"p{tp.partition} {lso}/{ends['read_uncommitted'].get(tp)}"
+                         for tp, lso in sorted(ends["read_committed"].items()))
+
     async def read_topic(self) -> Landed:
         return Landed([(p, o, orjson.loads(v), k) for p, o, v, k in await self.read_to_end(self.topic)])
 
@@ -415,6 +433,12 @@ class Scenario:
         put_files = {f: s for f, s in self.files.items() if s.put_at}
         expected = {f: s.rows for f, s in put_files.items()}
         landed = await self.read_topic()
+        # A transaction the broker has not yet aborted (its producer died) holds back what
+        # read_committed readers see after it, until the transaction timeout aborts it.
+        patience = time.monotonic() + TRANSACTION_TIMEOUT_MS / 1000 + 10
+        while missing(landed, expected) and time.monotonic() < patience:
+            await asyncio.sleep(2)
+            landed = await self.read_topic()
         dead = await self.dead_letters()
         o.files = len(put_files)
         o.expected = sum(expected.values())
@@ -430,6 +454,8 @@ class Scenario:
         if disorder:
             o.problems.append(f"{len(disorder)} rows out of file order in their partition, e.g. {disorder[:3]}")
         lacking = missing(landed, expected)
+        if lacking:
+            o.problems.append(f"{self.topic} last stable offset/high watermark: {await self.offsets(self.topic)}")
         for f, spec in sorted(put_files.items()):
             entry = entries.get(spec.path)
             if entry is None or not entry.finished:
