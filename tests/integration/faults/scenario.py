@@ -158,7 +158,6 @@ class Scenario:
         settings = {"unit_rows": 5000, "workers": 2, "shutdown_timeout_s": 10.0, **daemon_settings}
         self.config = self._write_config(tmp, hdfs_user, key, settings)
         self.daemon = RootedDaemon(self.config, tmp, daemon_root)
-        self._lock = threading.Lock()
 
     # ---- set-up
 
@@ -454,8 +453,6 @@ class Scenario:
         if disorder:
             o.problems.append(f"{len(disorder)} rows out of file order in their partition, e.g. {disorder[:3]}")
         lacking = missing(landed, expected)
-        if lacking:
-            o.problems.append(f"{self.topic} last stable offset/high watermark: {await self.offsets(self.topic)}")
         for f, spec in sorted(put_files.items()):
             entry = entries.get(spec.path)
             if entry is None or not entry.finished:
@@ -482,6 +479,9 @@ class Scenario:
                 if entry.rows != spec.rows:
                     o.problems.append(f"file {spec.path} done with rows={entry.rows} in the ledger, "
                                       f"it has {spec.rows}")
+        if o.lost:
+            o.problems.append(f"{self.topic} per partition, last stable offset/high watermark: "
+                              f"{await self.offsets(self.topic)}")
         o.seconds = time.monotonic() - self.started
         return o
 
