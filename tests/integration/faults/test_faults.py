@@ -11,12 +11,15 @@ another, each healed before the next:
   a few bytes (limit_data), cuts whose close reaches the client late (slow_close), the proxy down
   (connection refused), and a blackhole (nothing passes, connections stay open) that lasts
   longer than the producer's transaction.timeout.ms, so the broker aborts the open transaction;
-- the broker process frozen (SIGSTOP, then SIGCONT), sometimes past the transaction timeout;
+- the broker process frozen (SIGSTOP, then SIGCONT), once briefly and once past the
+  transaction timeout;
 - the NameNode's RPC port (the edit stream) and its HTTP port (WebHDFS): latency, resets and a
   blackhole; the NameNode and the DataNode processes frozen. DataNode traffic itself cannot be
   proxied on 127.0.0.1 (the NameNode redirects reads to the port the DataNode listens on), hence
   the freeze;
-- the daemon SIGKILLed at random moments, also in the middle of another fault, and started again.
+- the daemon SIGKILLed at random moments, also in the middle of another fault, and started again
+  (the daemon ending by itself is a failure; it is then started again, as systemd would, to see
+  what became of the rows).
 
 Broker-side refusals are scenarios of their own: a record larger than the topic's
 max.message.bytes, the row topic deleted while files stream, partitions added while files stream.
@@ -27,7 +30,8 @@ file order within its partition, or quarantined with a reason in the ledger and 
 topic; no file may stay unfinished, and the daemon must not have ended by itself. Each scenario
 prints one summary line (seed, faults by kind, kills, rows expected and landed, lost, duplicated).
 
-The normal suite runs a few seeds briefly. `make soak` (marker `soak`) runs seeds one after
+The normal suite runs two short seeded scenarios (every Kafka fault once, every HDFS fault once,
+each with SIGKILLs of the daemon in between) and the refusal scenarios. `make soak` (marker `soak`) runs seeds one after
 another for SOAK_MINUTES (default 30), seeds SOAK_SEED-0, SOAK_SEED-1...; one of them again:
 `make soak SOAK_SEED=42 SOAK_FROM=3 SOAK_MINUTES=0`. FAULTS_SEED runs the short ones with another
 seed, e.g. `FAULTS_SEED=7 pytest tests/integration/faults -k seeded`.
