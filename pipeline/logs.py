@@ -12,6 +12,7 @@ import sys
 
 import structlog
 
+
 class _Stderr:
     """sys.stderr as it is when a line is written, not when logging was configured (a command
     run inside a test, or embedded, writes where stderr is at that moment)."""
