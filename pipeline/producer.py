@@ -300,7 +300,12 @@ class Committer:
         try:
             parts = await self._partitions_of(unit.topic)
         except Exception as exc:
-            raise await self._fail(exc, "send", refused_by=(unit.file_id, unit.source)) from exc
+            # No metadata for the topic: missing for good only if the broker answers without it
+            # (an unreachable broker gives the same error, and is no reason to quarantine).
+            refused = "UnknownTopicOrPartitionError" not in kafka_errors.names(exc) \
+                or await self._topic_missing(unit.topic)
+            raise await self._fail(exc, f"metadata of topic {unit.topic!r}",
+                                   refused_by=(unit.file_id, unit.source) if refused else None) from exc
         n = len(parts)
         if unit.keys is None:
             # Unkeyed rows: a whole unit goes to one partition, units of a file rotate over the
@@ -326,6 +331,14 @@ class Committer:
             await self._send_run(unit, parts[p], [unit.values[i] for i in idx],
                                  [unit.keys[i] for i in idx],
                                  [unit.headers[i] for i in idx] if unit.headers else None)
+
+    async def _topic_missing(self, topic: str) -> bool:
+        try:
+            cluster = await asyncio.wait_for(self.producer.client.fetch_all_metadata(),
+                                             min(10.0, self.wait_timeout_s))
+        except Exception:
+            return False
+        return bool(cluster.brokers()) and topic not in cluster.topics()
 
     async def _send_run(self, unit: UnitRecords, partition: int, values: list[bytes],
                         keys: Sequence[bytes | None] | None,
