@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -155,8 +156,10 @@ class Scenario:
         self.files: dict[int, FileSpec] = {}
         self.outcome = Outcome(seed=seed)
         self.started = time.monotonic()
-        settings = {"unit_rows": 5000, "workers": 2, "shutdown_timeout_s": 10.0, **daemon_settings}
-        self.config = self._write_config(tmp, hdfs_user, key, settings)
+        self.http = f"127.0.0.1:{free_port()}"
+        self.settings = {"unit_rows": 5000, "workers": 2, "shutdown_timeout_s": 10.0, **daemon_settings}
+        self._config_args = (tmp, hdfs_user, key)
+        self.config = self._write_config(tmp, hdfs_user, key, self.settings)
         self.daemon = RootedDaemon(self.config, tmp, daemon_root)
 
     # ---- set-up
@@ -164,7 +167,7 @@ class Scenario:
     def _write_config(self, tmp: Path, user: str, key: list[str] | None,
                       settings: dict[str, Any]) -> Path:
         lines = ["[daemon]", f'instance_id = "{self.instance_id}"',
-                 f'http = "127.0.0.1:{free_port()}"', 'log_level = "info"']
+                 f'http = "{self.http}"', 'log_level = "info"']
         lines += [f"{k} = {toml_value(v)}" for k, v in settings.items()]
         lines += ["", "[hdfs]", f'namenodes = ["{self.hdfs.namenode}"]',
                   f'webhdfs = "{self.hdfs.webhdfs_url}"', f'user = "{user}"',
@@ -342,6 +345,28 @@ class Scenario:
             with contextlib.suppress(OSError, ValueError):
                 resume()
 
+    async def lift_rate_limit(self, timeout: float = 60) -> None:  # noqa: ASYNC109
+        """Take away the rate limit that paced the streaming over the fault period: it leaves
+        no room to make up for the time the faults stopped the flow, so the backlog they left
+        would drain no faster than the limit and outlast the verdict's wait. The config loses
+        it (a later start runs unlimited) and the running daemon is told over HTTP."""
+        if self.settings.pop("rows_per_second", None) is None:
+            return
+        self._write_config(*self._config_args, self.settings)
+        body = orjson.dumps({"rows_per_second": None})
+        deadline = time.monotonic() + timeout
+        while True:
+            self.watch_daemon()
+            request = urllib.request.Request(f"http://{self.http}/sources/*/rate", data=body,
+                                             method="PUT", headers={"Content-Type": "application/json"})
+            try:
+                await asyncio.to_thread(_send, request)
+                return
+            except OSError:  # not listening yet (just started again), or busy
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
     # ---- the verdict
 
     async def ledger(self) -> dict[str, FileEntry]:
@@ -423,9 +448,11 @@ class Scenario:
         return {r["path"]: r for r in records}
 
     async def verdict(self, finish_timeout: float = 120, exempt: set[int] | None = None) -> Outcome:
-        """Heal, let the daemon finish, and check the promise file by file. Files in `exempt`
-        (e.g. whose rows an operator deleted) need only be finished, without duplicates."""
+        """Heal (the rate limit too), let the daemon finish, and check the promise file by
+        file. Files in `exempt` (e.g. whose rows an operator deleted) need only be finished,
+        without duplicates."""
         self.heal_all()
+        await self.lift_rate_limit()
         o = self.outcome
         entries = await self.wait_finished(finish_timeout)
         self.watch_daemon()
@@ -500,3 +527,7 @@ class Scenario:
         return "\n".join([outcome.summary(), *(f"  - {p}" for p in outcome.problems),
                           f"daemon log {kept}; its last errors:", *errors])
 
+
+def _send(request: urllib.request.Request) -> None:
+    with urllib.request.urlopen(request, timeout=5) as response:
+        response.read()

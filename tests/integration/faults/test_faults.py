@@ -94,7 +94,8 @@ async def run_seed(request: pytest.FixtureRequest, seed: str, name: str, tmp: Pa
                    rows: int) -> tuple[Outcome, str]:
     """Files arrive while seeded faults run (`rounds` of `kinds`, at least `seconds`); then
     the verdict. The daemon's rate limit stretches the streaming over the whole fault period,
-    so that every fault meets open transactions and files half read."""
+    so that every fault meets open transactions and files half read; the verdict lifts it, so
+    that what the faults held back drains at full speed."""
     span = max(seconds, 5.0 * len(kinds) * rounds)  # about how long the faults take
     rng = random.Random(seed)
     sizes = [rng.randint(rows // 2, rows) for _ in range(files)]
