@@ -56,6 +56,15 @@ def avro_bytes(file_no: int, n: int, block_rows: int = 2000, codec: str = "defla
     return buf.getvalue()
 
 
+def big_row_parquet(file_no: int, n: int, big_at: int, big_bytes: int) -> bytes:
+    """A Parquet file like `sample_file`'s whose row `big_at` carries `big_bytes` of padding."""
+    cols = rows_for(file_no, n)
+    cols["pad"] = ["x" * big_bytes if i == big_at else "" for i in range(n)]
+    buf = io.BytesIO()
+    pq.write_table(pa.table(cols), buf, row_group_size=5000)
+    return buf.getvalue()
+
+
 def sample_file(file_no: int, n: int) -> tuple[str, bytes]:
     """Alternating Parquet and Avro files: (suffix, bytes)."""
     if file_no % 2:
@@ -261,3 +270,31 @@ def missing(landed: Landed, file_rows: dict[int, int]) -> dict[int, int]:
     for i in landed.ids:
         seen[i // ROWS_PER_FILE_ID].add(i % ROWS_PER_FILE_ID)
     return {f: n - len(seen[f]) for f, n in file_rows.items() if len(seen[f]) != n}
+
+
+async def metric(url: str, name: str, source: str) -> float:
+    """The daemon's `/metrics` value of `name` for `source` (0 when absent)."""
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as resp:
+        text = await resp.text()
+    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == name and s.labels.get("source") == source)
+
+
+async def status(url: str) -> dict[str, Any]:
+    """The daemon's `/status` document."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/status") as resp:
+        return dict(await resp.json())
+
+
+async def ledger_entries(bootstrap: str, ledger_topic: str, instance_id: str) -> dict[str, Any]:
+    """The committed ledger's file entries (`pipeline.ledger.FileEntry`), by file name."""
+    from pipeline.ledger import LedgerState, read_ledger
+
+    state = LedgerState(instance_id)
+    await read_ledger(bootstrap, ledger_topic, state, {})
+    return {e.path.rsplit("/", 1)[1]: e for e in state.files.values()}

@@ -3,26 +3,22 @@ its rows), batches the broker finds too large are cut smaller, and the other fil
 
 from __future__ import annotations
 
-import io
-import urllib.request
 from pathlib import Path
 
-import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from harness import (
     DaemonProcess,
+    big_row_parquet,
     consume,
     expected_ids,
+    ledger_entries,
+    metric,
     missing,
     put,
-    rows_for,
     sample_file,
+    status,
     write_config,
 )
-
-from pipeline.ledger import LedgerState, read_ledger
 
 
 @pytest.fixture
@@ -41,34 +37,6 @@ async def create_small_topic(bootstrap: str, topic: str, partitions: int, max_me
             "max.message.bytes": str(max_message_bytes)})])
     finally:
         await admin.close()
-
-
-def parquet_with_a_big_row(file_no: int, n: int, big_at: int, big_bytes: int) -> bytes:
-    cols = rows_for(file_no, n)
-    cols["user"][big_at] = "x" * big_bytes
-    buf = io.BytesIO()
-    pq.write_table(pa.table(cols), buf)
-    return buf.getvalue()
-
-
-async def ledger_entries(bootstrap: str, ledger: str, instance: str) -> dict[str, dict]:
-    state = LedgerState(instance)
-    await read_ledger(bootstrap, ledger, state, {})
-    return {e.path.rsplit("/", 1)[1]: {"state": e.state, "rows": e.rows, "reason": e.reason}
-            for e in state.files.values()}
-
-
-def get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return bytes(resp.read())
-
-
-def metric(url: str, name: str, source: str) -> float:
-    text = get(f"{url}/metrics").decode()
-    for line in text.splitlines():
-        if line.startswith(f'{name}{{source="{source}"}}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 async def test_a_refused_record_quarantines_its_file_and_the_rest_streams(stack, webhdfs, names,
@@ -91,7 +59,7 @@ async def test_a_refused_record_quarantines_its_file_and_the_rest_streams(stack,
         put(webhdfs, f"{base}/in/small-rows{suffix}", data)
         rows[0] = 30_000
         # One row of 80 KB among small ones: that file cannot land; it must not be called done.
-        put(webhdfs, f"{base}/in/big-row.parquet", parquet_with_a_big_row(1, 50, 20, 80_000))
+        put(webhdfs, f"{base}/in/big-row.parquet", big_row_parquet(1, 50, 20, 80_000))
         suffix, data = sample_file(3, 5_000)
         put(webhdfs, f"{base}/in/after{suffix}", data)
         rows[3] = 5_000
@@ -104,19 +72,18 @@ async def test_a_refused_record_quarantines_its_file_and_the_rest_streams(stack,
 
         daemon.wait_for_log("file quarantined", timeout=60)
         entries = await ledger_entries(stack.kafka_bootstrap, names["ledger"], names["instance"])
-        assert entries["big-row.parquet"]["state"] == "quarantined"
-        assert "MessageSizeTooLarge" in entries["big-row.parquet"]["reason"]
-        assert entries["big-row.parquet"]["rows"] == 0
-        assert entries[f"small-rows{sample_file(0, 1)[0]}"]["state"] == "done"
-        assert entries[f"after{sample_file(3, 1)[0]}"]["state"] == "done"
+        assert entries["big-row.parquet"].state == "quarantined"
+        assert "MessageSizeTooLarge" in (entries["big-row.parquet"].reason or "")
+        assert entries["big-row.parquet"].rows == 0
+        assert entries[f"small-rows{sample_file(0, 1)[0]}"].state == "done"
+        assert entries[f"after{sample_file(3, 1)[0]}"].state == "done"
 
         dlq = await consume(stack.kafka_bootstrap, f"{topic}.dlq", expect=1, timeout=30)
         assert [v["path"].rsplit("/", 1)[1] for _, _, v, _ in dlq.records] == ["big-row.parquet"]
         assert "MessageSizeTooLarge" in dlq.records[0][2]["reason"]
-        assert metric(f"http://{http}", "hdfs2kafka_files_failed_total", "rows") == 1.0
-        status = orjson.loads(get(f"http://{http}/status"))
-        assert any("big-row.parquet" in (e.get("error") or "") or "MessageSizeTooLarge" in (e.get("error") or "")
-                   for e in status["last_errors"])
+        assert await metric(f"http://{http}", "hdfs2kafka_files_failed_total", "rows") == 1.0
+        errors = (await status(f"http://{http}"))["last_errors"]
+        assert any("MessageSizeTooLarge" in (e.get("error") or "") for e in errors)
         assert daemon.terminate() == 0
 
     # A restart does not stream the quarantined file again, and rows stay once.

@@ -32,16 +32,24 @@ def config(tmp_path: Path, stack, bootstrap: str, names: dict[str, str], **daemo
     return path
 
 
-async def test_a_broker_stalled_past_the_transaction_timeout_is_survived(
-        stack, webhdfs, private_kafka, names, tmp_path: Path):
-    await create_topic(private_kafka.bootstrap, names["topic"], 2)
+async def streaming_setup(tmp_path: Path, stack, webhdfs, kafka, names: dict[str, str],  # type: ignore[no-untyped-def]
+                          partitions: int, via_proxy: bool) -> tuple[dict[int, int], Path]:
+    """The row topic, four files of 40,000 rows in HDFS and a daemon config streaming them at
+    40,000 rows/s (so that a transaction is open whenever a fault strikes) from `kafka`, the
+    private broker, directly or through its proxy."""
+    await create_topic(kafka.bootstrap, names["topic"], partitions)
+    bootstrap = kafka.proxied_bootstrap if via_proxy else kafka.bootstrap
     rows = {}
     for f in range(4):
         suffix, data = sample_file(f, 40_000)
         put(webhdfs, f"{names['dir']}/in/part-{f}{suffix}", data)
         rows[f] = 40_000
-    cfg = config(tmp_path, stack, private_kafka.bootstrap, names, rows_per_second=40_000,
-                 unit_rows=2000)
+    return rows, config(tmp_path, stack, bootstrap, names, rows_per_second=40_000, unit_rows=2000)
+
+
+async def test_a_broker_stalled_past_the_transaction_timeout_is_survived(
+        stack, webhdfs, private_kafka, names, tmp_path: Path):
+    rows, cfg = await streaming_setup(tmp_path, stack, webhdfs, private_kafka, names, 2, via_proxy=False)
     with DaemonProcess(cfg, tmp_path) as daemon:
         daemon.start()
         daemon.wait_for_log("ready: recovery done")
@@ -69,14 +77,7 @@ async def test_a_connection_blackholed_past_the_transaction_timeout_is_survived(
         stack, webhdfs, private_kafka, names, tmp_path: Path):
     """Here the broker keeps running (and aborts the transaction on time) while the daemon's
     connections through the proxy carry nothing."""
-    await create_topic(private_kafka.bootstrap, names["topic"], 3)
-    rows = {}
-    for f in range(4):
-        suffix, data = sample_file(f, 40_000)
-        put(webhdfs, f"{names['dir']}/in/part-{f}{suffix}", data)
-        rows[f] = 40_000
-    cfg = config(tmp_path, stack, private_kafka.proxied_bootstrap, names, rows_per_second=40_000,
-                 unit_rows=2000)
+    rows, cfg = await streaming_setup(tmp_path, stack, webhdfs, private_kafka, names, 3, via_proxy=True)
     with DaemonProcess(cfg, tmp_path) as daemon:
         daemon.start()
         daemon.wait_for_log("ready: recovery done")

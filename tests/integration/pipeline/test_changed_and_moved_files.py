@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import fastavro
 import pytest
 import requests
@@ -25,15 +24,17 @@ from harness import (
     consume,
     expected_ids,
     free_port,
+    ledger_entries,
+    metric,
     missing,
     parquet_bytes,
     put,
     rows_for,
+    status,
     write_config,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.ledger import DONE, QUARANTINED, FileEntry, LedgerState, read_ledger
+from pipeline.ledger import DONE, QUARANTINED
 
 
 @pytest.fixture
@@ -77,30 +78,11 @@ def truncate(stack: Any, webhdfs: Any, path: str, length: int, timeout: float = 
         time.sleep(0.2)
 
 
-async def metric(url: str, name: str, source: str) -> float:
-    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as resp:
-        text = await resp.text()
-    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
-               if s.name == name and s.labels.get("source") == source)
-
-
 async def wait_metric(url: str, name: str, source: str, value: float, timeout: float = 60) -> None:  # noqa: ASYNC109
     deadline = time.monotonic() + timeout
     while (got := await metric(url, name, source)) != value:
         assert time.monotonic() < deadline, f"{name}{{source={source}}} is {got}, expected {value}"
         await asyncio.sleep(0.3)
-
-
-async def status(url: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http, http.get(f"{url}/status") as resp:
-        return dict(await resp.json())
-
-
-async def ledger_entries(stack: Any, names: dict[str, str]) -> dict[str, FileEntry]:
-    """The committed ledger's file entries, by file name."""
-    state = LedgerState(names["instance"])
-    await read_ledger(stack.kafka_bootstrap, names["ledger"], state, {})
-    return {e.path.rsplit("/", 1)[1]: e for e in state.files.values()}
 
 
 QUARANTINE_COUNTER = "hdfs2kafka_files_failed_total"
@@ -160,7 +142,7 @@ async def test_a_done_file_that_changes_is_quarantined_everywhere_and_never_stre
     assert missing(landed, rows) == {}
     assert landed.duplicates() == {}
     assert len(landed.records) == 4000
-    entries = await ledger_entries(stack, names)
+    entries = await ledger_entries(stack.kafka_bootstrap, names["ledger"], names["instance"])
     changed = ("live.avro", "stopped.avro", "live.parquet", "stopped.parquet")
     for name in changed:
         assert entries[name].state == QUARANTINED, (name, entries[name])
@@ -208,7 +190,8 @@ async def test_an_appended_avro_file_streams_only_its_new_rows_across_restarts(
     assert sorted(landed.ids) == list(range(2600))
     assert landed.duplicates() == {}
     assert landed.out_of_order() == []
-    entry = (await ledger_entries(stack, names))["growing.avro"]
+    entries = await ledger_entries(stack.kafka_bootstrap, names["ledger"], names["instance"])
+    entry = entries["growing.avro"]
     assert (entry.state, entry.rows) == (DONE, 2600)
 
 
@@ -253,7 +236,8 @@ async def test_a_file_moved_within_its_source_while_read_is_finished_from_its_ne
     assert landed.out_of_order() == []
     gone = [r for r in landed.records if r[2]["file_no"] == 1]
     assert len(gone) < n
-    entries = {e.file_id: e for e in (await ledger_entries(stack, names)).values()}
+    entries = {e.file_id: e for e in (await ledger_entries(
+        stack.kafka_bootstrap, names["ledger"], names["instance"])).values()}
     big_id = webhdfs.status(f"{base}/in/dt=3/big.parquet")["fileId"]
     gone_id = webhdfs.status(f"{base}/out/gone.parquet")["fileId"]
     assert (entries[big_id].state, entries[big_id].path, entries[big_id].rows) == \
@@ -286,4 +270,5 @@ async def test_a_latest_source_by_listing_never_streams_what_was_there_before_it
         landed = await consume(stack.kafka_bootstrap, topic, expect=1000, timeout=60, settle=4)
         assert daemon.terminate() == 0
     assert sorted(landed.ids) == expected_ids({1: 700, 2: 300})
-    assert (await ledger_entries(stack, names))["old.parquet"].state == DONE
+    entries = await ledger_entries(stack.kafka_bootstrap, names["ledger"], names["instance"])
+    assert entries["old.parquet"].state == DONE
