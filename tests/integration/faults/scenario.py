@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import os
 import random
 import re
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -29,8 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 from harness import (
     ROWS_PER_FILE_ID,
     DaemonProcess,
@@ -38,7 +33,6 @@ from harness import (
     free_port,
     missing,
     put,
-    rows_for,
     sample_file,
     toml_value,
 )
@@ -65,37 +59,6 @@ FAULT_KINDS = (*KAFKA_FAULTS, *HDFS_FAULTS, "daemon-kill")
 
 # Where a failed scenario's daemon log is kept (pytest's temporary directories rotate).
 LOG_KEEP = Path(os.environ.get("FAULTS_LOG_DIR", "/tmp/hdfs2kafka-faults"))
-
-
-class RootedDaemon(DaemonProcess):
-    """The daemon run from `root` (default: this checkout), so that a soak can drive another
-    tree of the code (FAULTS_DAEMON_ROOT) with the same harness."""
-
-    def __init__(self, config: Path, log_dir: Path, root: Path | None = None) -> None:
-        super().__init__(config, log_dir)
-        self.root = root
-
-    def start(self) -> None:
-        if self.root is None:
-            super().start()
-            return
-        self.starts += 1
-        out = open(self.log_path, "ab")
-        out.write(f"\n---- start {self.starts}\n".encode())
-        out.flush()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "run", "--config", str(self.config)],
-            stdout=out, stderr=subprocess.STDOUT, cwd=self.root,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(self.root)})
-
-
-def big_row_parquet(file_no: int, n: int, big_at: int, big_bytes: int) -> bytes:
-    """A Parquet file like `sample_file`'s whose row `big_at` carries `big_bytes` of padding."""
-    cols = rows_for(file_no, n)
-    cols["pad"] = ["x" * big_bytes if i == big_at else "" for i in range(n)]
-    buf = io.BytesIO()
-    pq.write_table(pa.table(cols), buf, row_group_size=5000)
-    return buf.getvalue()
 
 
 @dataclass
@@ -160,7 +123,7 @@ class Scenario:
         self.settings = {"unit_rows": 5000, "workers": 2, "shutdown_timeout_s": 10.0, **daemon_settings}
         self._config_args = (tmp, hdfs_user, key)
         self.config = self._write_config(tmp, hdfs_user, key, self.settings)
-        self.daemon = RootedDaemon(self.config, tmp, daemon_root)
+        self.daemon = DaemonProcess(self.config, tmp, daemon_root)
 
     # ---- set-up
 

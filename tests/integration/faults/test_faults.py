@@ -48,6 +48,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from harness import big_row_parquet
 from scenario import (
     FAULT_KINDS,
     HDFS_FAULTS,
@@ -55,7 +56,6 @@ from scenario import (
     FileSpec,
     Outcome,
     Scenario,
-    big_row_parquet,
 )
 
 # The short run: every Kafka fault once in a seeded order, then every HDFS fault once, each

@@ -127,9 +127,11 @@ def free_port() -> int:
 class DaemonProcess:
     """`hdfs2kafka run --config FILE` as a real subprocess; logs go to a file."""
 
-    def __init__(self, config: Path, log_dir: Path) -> None:
+    def __init__(self, config: Path, log_dir: Path, root: Path | None = None) -> None:
         self.config = config
         self.log_dir = log_dir
+        # Another tree of the code to run (a soak driving an older checkout, say).
+        self.root = root or ROOT
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -144,7 +146,8 @@ class DaemonProcess:
         out.flush()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "run", "--config", str(self.config)],
-            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            stdout=out, stderr=subprocess.STDOUT, cwd=self.root,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(self.root)})
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
