@@ -13,7 +13,7 @@ from typing import Any
 import fastavro
 import pyarrow as pa
 import pytest
-from reader_samples import write
+from reader_samples import avro_bytes, write
 
 from hdfswatch.ranged import LocalFile
 from pipeline.encoders.avro_json import AVRO_JSON_KEY
@@ -39,17 +39,6 @@ def _records(n: int) -> list[dict[str, Any]]:
     return out
 
 
-def _file(records: list[dict[str, Any]], codec: str = "null", block_records: int = 7) -> bytes:
-    buf = io.BytesIO()
-    w = fastavro.write.Writer(buf, fastavro.parse_schema(SCHEMA), codec=codec)
-    for i, rec in enumerate(records):
-        w.write(rec)
-        if (i + 1) % block_records == 0:
-            w.flush()
-    w.flush()
-    return buf.getvalue()
-
-
 def _field_reader(name: str) -> Any:
     named: dict[str, Any] = {}
     fastavro.parse_schema(SCHEMA, named_schemas=named)
@@ -72,7 +61,7 @@ def _rows(units: list[Any]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("codec", ["null", "deflate", "snappy", "zstandard", "xz", "bzip2"])
 def test_every_record_once_in_order(tmp_path: Path, codec: str) -> None:
     records = _records(100)
-    path = write(tmp_path, "r.avro", _file(records, codec))
+    path = write(tmp_path, "r.avro", avro_bytes(records, codec, block_records=7, schema=SCHEMA))
     with LocalFile(path) as f:
         reader = open_reader(f)
         units = list(reader.units(max_rows=15))
@@ -93,7 +82,7 @@ def test_every_record_once_in_order(tmp_path: Path, codec: str) -> None:
 
 def test_resume_from_every_block(tmp_path: Path) -> None:
     records = _records(60)
-    path = write(tmp_path, "r.avro", _file(records, "deflate", block_records=9))
+    path = write(tmp_path, "r.avro", avro_bytes(records, "deflate", block_records=9, schema=SCHEMA))
     with LocalFile(path) as f:
         reader = open_reader(f)
         blocks = list(reader.blocks())  # type: ignore[attr-defined]
