@@ -28,6 +28,24 @@ from hdfswatch.patterns import PathMatcher
 log = structlog.get_logger("hdfswatch.listing")
 
 
+async def locate_file(client: NameNodeClient, file_id: int, matcher: PathMatcher) -> str | None:
+    """Where the file with inode `file_id` is now among the files `matcher` matches, or None
+    when it was deleted or is outside them (a file renamed while it was read). Costs a listing
+    of the matcher's roots."""
+    from hdfswatch.ranged import inode_path
+
+    if await client.get_file_info(inode_path(file_id)) is None:
+        return None  # deleted
+    for root in matcher.roots():
+        try:
+            async for status in walk_files(client, root, matcher, need_location=False):
+                if status.file_id == file_id:
+                    return status.path
+        except FileNotFound:
+            continue
+    return None
+
+
 class ListingDetector:
     """Yields `FileReady(reason='listing')` for complete files under the sources."""
 

@@ -357,7 +357,7 @@ class Daemon:
                                   "max_request_size", 1_048_576)), 1_000_000) - 512),
             unit_rows=d.unit_rows, workers=self.workers,
             limiter=self.limiter, is_paused=self._is_paused,
-            on_source_failed=self._source_failed)
+            on_source_failed=self._source_failed, locate=self._locate)
         return FlowState(state=state, committer=committer, pool=pool, work_queue=work_queue)
 
     async def _stream(self, flow: FlowState) -> None:
@@ -506,6 +506,14 @@ class Daemon:
                            for e in entries]
             await self._record(flow, entries)
         log.info("listing reconciled", reason=reason, sources=[s.name for s in sources], new_files=found)
+
+    async def _locate(self, entry: FileEntry, source: SourceConfig) -> str | None:
+        """Where a file renamed while it is read is now, if its source still holds it."""
+        from hdfswatch.detector import PathMatcher
+        from hdfswatch.listing import locate_file
+
+        client = await self._namenode_client()
+        return await locate_file(client, entry.file_id, PathMatcher([source.path]))
 
     def _route(self, path: str, only: Iterable[SourceConfig] | None = None) -> SourceConfig | None:
         from hdfswatch.detector import PathMatcher

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,41 +153,6 @@ class FileOpener:
                                ready_monotonic=work.ready_monotonic)
 
 
-    def locate(self, entry: FileEntry, source: SourceConfig) -> str | None:
-        """Where a file that was renamed while read is now, if its source still holds it: the
-        path among the source's files that has the file's inode id; None when the file was
-        deleted or moved out of the source. Lists the source's directories (WebHDFS), so it
-        costs what a listing of the source costs; renames of files being read are rare."""
-        from hdfs import InsecureClient
-        from hdfs.util import HdfsError
-
-        from hdfswatch.patterns import PathMatcher
-        from hdfswatch.ranged import inode_path
-
-        client = InsecureClient(self.webhdfs_url, user=self.user, timeout=60)
-        if client.status(inode_path(entry.file_id), strict=False) is None:
-            return None  # deleted meanwhile
-        matcher = PathMatcher([source.path])
-        for root in matcher.roots():
-            dirs = [root]
-            while dirs:
-                current = dirs.pop()
-                try:
-                    listing = client.list(current, status=True)
-                except HdfsError as exc:
-                    if exc.exception == "FileNotFoundException":
-                        continue  # removed meanwhile
-                    raise
-                for name, status in listing:
-                    path = f"{current.rstrip('/')}/{name}"
-                    if status.get("type") == "DIRECTORY":
-                        if matcher.could_contain(path):
-                            dirs.append(path)
-                    elif int(status.get("fileId", -1)) == entry.file_id and matcher.matches(path):
-                        return path
-        return None
-
-
 def _offset(pos: Position, rows: int) -> Position:
     """The position `rows` rows after the start of a unit that begins at `pos`."""
     if isinstance(pos, ParquetPosition):
@@ -200,7 +165,9 @@ class WorkerPool:
                  sources: Callable[[str], SourceConfig | None], opener: FileOpener,
                  unit_rows: int, workers: int,
                  limiter: Any = None, is_paused: Callable[[str], bool] | None = None,
-                 on_source_failed: Callable[[str, str], None] | None = None) -> None:
+                 on_source_failed: Callable[[str, str], None] | None = None,
+                 locate: Callable[[FileEntry, SourceConfig], Awaitable[str | None]] | None = None
+                 ) -> None:
         self.queue = queue
         self.out = out
         self.sources = sources
@@ -209,6 +176,8 @@ class WorkerPool:
         self.limiter = limiter
         self.is_paused = is_paused or (lambda name: False)
         self.on_source_failed = on_source_failed
+        # Where a file renamed while it is read is now (None: deleted or out of its source).
+        self.locate = locate or _nowhere
         self.in_flight: dict[int, Progress] = {}
         self.busy = 0
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -291,7 +260,6 @@ class WorkerPool:
         deadline = time.monotonic() + policy.retry_timeout_ms / 1000
         delay = 0.2
         moves = 0
-        loop = asyncio.get_running_loop()
         while True:
             bound = log.bind(source=source.name, path=work.entry.path, file_id=work.entry.file_id)
             transient = False
@@ -302,8 +270,7 @@ class WorkerPool:
                 if prog.handed_final:
                     return  # renamed after its last row was read: nothing is left to follow
                 try:
-                    found = await loop.run_in_executor(self._executor, self.opener.locate,
-                                                       work.entry, source)
+                    found = await self.locate(work.entry, source)
                 except asyncio.CancelledError:
                     raise
                 except Exception as lexc:  # the listing failed: that may pass
@@ -381,6 +348,10 @@ class WorkerPool:
             else:
                 assert isinstance(item, FileFinished)
                 await self.out.put(item)
+
+
+async def _nowhere(entry: FileEntry, source: SourceConfig) -> str | None:
+    return None
 
 
 def _is_permanent(exc: Exception) -> bool:
