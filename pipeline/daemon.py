@@ -38,23 +38,15 @@ import orjson
 import structlog
 
 from pipeline import config as config_mod
-from pipeline import kafka_errors, logs
 from pipeline import ledger as ledger_mod
+from pipeline import logs
 from pipeline.config import Config, SourceConfig
+from pipeline.items import FileFinished, FileQuarantined, FilesRecorded, FileWork, Item, UnitRecords
+from pipeline.kafka import errors as kafka_errors
 from pipeline.ledger import FileEntry, LedgerState
-from pipeline.producer import (
-    Committer,
-    CommitterError,
-    Fenced,
-    FileFinished,
-    FileQuarantined,
-    FilesRecorded,
-    Item,
-    RecordsRefused,
-    UnitRecords,
-)
+from pipeline.producer import Committer, CommitterError, Fenced, RecordsRefused
 from pipeline.ratelimit import GLOBAL, RateLimiter
-from pipeline.workers import FileOpener, FileWork, WorkerPool
+from pipeline.workers import FileOpener, WorkerPool
 
 log = structlog.get_logger("hdfs2kafka.daemon")
 

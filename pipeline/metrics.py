@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from pipeline.producer import FileFinished, FileQuarantined, FilesRecorded, Item, UnitRecords
+from pipeline.items import FileFinished, FileQuarantined, FilesRecorded, Item, UnitRecords
 
 if TYPE_CHECKING:
     from pipeline.daemon import Daemon

@@ -8,7 +8,7 @@ and commits when the transaction holds `max_rows` rows or `max_bytes` bytes or h
 to position P" become visible together or not at all.
 
 A transaction is committed only after the result of every send in it has been awaited; what
-the daemon does about each error is the table in pipeline/kafka_errors.py. Any failure of a
+the daemon does about each error is the table in pipeline/kafka/errors.py. Any failure of a
 transaction ends the committer with an error (after a bounded abort); the daemon then rebuilds
 the flow from the committed ledger with a new producer, exactly as after a crash:
 - `RecordsRefused`: the broker refused records of some files for good; the daemon quarantines
@@ -29,8 +29,9 @@ from typing import Any
 import orjson
 import structlog
 
-from pipeline import kafka_errors
-from pipeline.kafka_errors import Action, DeliveryTimeout
+from pipeline.items import FileFinished, FileQuarantined, FilesRecorded, Item, UnitRecords
+from pipeline.kafka import errors as kafka_errors
+from pipeline.kafka.errors import Action, DeliveryTimeout
 from pipeline.ledger import (
     ACTIVE,
     DONE,
@@ -73,71 +74,6 @@ class Send:
     nbytes: int
     file_id: int | None = None  # rows of this file; None for the ledger and dead-letter records
     source: str | None = None
-
-
-# --------------------------------------------------------------------------- queue items
-
-
-@dataclass
-class UnitRecords:
-    """A unit of work, encoded: the records of rows [start, end) of one file."""
-
-    file_id: int
-    source: str
-    topic: str
-    start: str
-    end: str | None
-    values: list[bytes]
-    keys: list[bytes | None] | None
-    headers: Sequence[Sequence[tuple[str, bytes]]] | None
-    nbytes: int
-    final: bool = False
-    """The file's last unit: committing it marks the file done (`end` is then the end-of-file
-    position, where an appended Avro file would resume, or None)."""
-    total_rows: int | None = None
-    ready_monotonic: float | None = None
-
-    @property
-    def rows(self) -> int:
-        return len(self.values)
-
-
-@dataclass
-class FileFinished:
-    """A file with no rows left to produce (an empty file)."""
-
-    file_id: int
-    source: str
-    end: str | None = None
-    ready_monotonic: float | None = None
-
-
-@dataclass
-class FileQuarantined:
-    file_id: int
-    source: str
-    reason: str
-    position: str | None
-    dead_letter_topic: str | None = None
-    entry: FileEntry | None = None
-    """The file as seen now, for a file quarantined without being read (a done file that
-    changed): recorded with its new size and mtime, so that the same change is not seen again."""
-
-
-@dataclass
-class FilesRecorded:
-    """Files seen ready (not started yet) and the edit-stream txid they were seen up to.
-
-    An entry keeps its state if it is finished (a `latest` source's files recorded as done) and
-    is pending otherwise; an entry for a file that is unfinished in the ledger (one renamed
-    while it streams) changes only that file's path, its progress stays."""
-
-    entries: Sequence[FileEntry]
-    stream_txid: int | None = None
-    sources_started: Sequence[str] = ()
-
-
-Item = UnitRecords | FileFinished | FileQuarantined | FilesRecorded
 
 
 @dataclass

@@ -23,16 +23,16 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from hdfswatch.ranged import FileMoved
 from pipeline.config import SourceConfig
+from pipeline.items import FileFinished, FileQuarantined, FilesRecorded, FileWork, Item, UnitRecords
 from pipeline.ledger import FileEntry, advance
 from pipeline.positions import AvroPosition, ParquetPosition, Position, parse_position
-from pipeline.producer import FileFinished, FileQuarantined, FilesRecorded, Item, UnitRecords
 from pipeline.records import make_unit_encoder
 
 log = structlog.get_logger("hdfs2kafka.workers")
@@ -40,15 +40,6 @@ log = structlog.get_logger("hdfs2kafka.workers")
 MAX_MOVES = 20
 """Renames of one file a worker follows before it gives up on it (a file moved back and forth
 without end)."""
-
-
-@dataclass
-class FileWork:
-    """A file to stream, from `start` (a position string) or from its beginning."""
-
-    entry: FileEntry
-    start: str | None = None
-    ready_monotonic: float = field(default_factory=time.monotonic)
 
 
 @dataclass

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from aiokafka import errors as E
 
-from pipeline import kafka_errors
-from pipeline.kafka_errors import TABLE, Action, DeliveryTimeout, classify
+from pipeline.kafka import errors as kafka_errors
+from pipeline.kafka.errors import TABLE, Action, DeliveryTimeout, classify
 
 
 @pytest.mark.parametrize(("exc", "rows", "records", "action"), [
