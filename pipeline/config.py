@@ -13,7 +13,7 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -197,17 +197,37 @@ def _changed(section: str, old: Any, new: Any) -> list[str]:
 
 def load(path: str | Path) -> Config:
     """Read and validate a configuration file; raise ConfigError naming every mistake."""
+    return parse(read(path), str(path))
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    """The TOML of a configuration file, not yet validated; ConfigError if it cannot be read."""
     path = str(path)
     try:
         with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(path, ["file not found"]) from None
     except OSError as exc:
         raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
-    return parse(raw, path)
+
+
+def load_connection(path: str | Path) -> tuple[HdfsConfig, KafkaConfig]:
+    """The [hdfs] and [kafka] sections of a configuration file, validated as `load` validates
+    them, for commands that only connect (`cat`): the other sections and required fields may
+    be missing (such a command takes them from its flags or the environment; they come back
+    empty), but every setting that is there must be one the daemon accepts."""
+    path = str(path)
+    raw = read(path)
+    v = _Validator(path, partial=True)
+    hdfs = _hdfs(v, _table(v, raw, "hdfs", required=False))
+    kafka = _kafka(v, _table(v, raw, "kafka", required=False), Path(path).parent)
+    if v.problems:
+        raise ConfigError(path, v.problems)
+    assert hdfs and kafka
+    return hdfs, kafka
 
 
 def parse(raw: Mapping[str, Any], path: str = "<config>") -> Config:
@@ -232,8 +252,9 @@ def parse(raw: Mapping[str, Any], path: str = "<config>") -> Config:
 
 
 class _Validator:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, partial: bool = False) -> None:
         self.path = path
+        self.partial = partial  # required settings may be missing (see load_connection)
         self.problems: list[str] = []
 
     def problem(self, where: str, msg: str) -> None:
@@ -242,7 +263,7 @@ class _Validator:
     def get(self, table: Mapping[str, Any], where: str, key: str, kind: type | tuple[type, ...],
             default: Any = None, required: bool = False) -> Any:
         if key not in table:
-            if required:
+            if required and not self.partial:
                 self.problem(f"{where}.{key}", "missing (required)")
             return default
         value = table[key]
@@ -293,6 +314,31 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in _as_tuple(kind))
 
 
+class _Section:
+    """One table of the file read into the fields of a config dataclass: a setting the table
+    leaves out takes the field's default, so every default is written once, in the dataclass."""
+
+    def __init__(self, v: _Validator, table: Mapping[str, Any], where: str, cls: type,
+                 only_fields: bool = True) -> None:
+        self.v = v
+        self.table = table
+        self.where = where
+        self.defaults = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+        if only_fields:
+            v.unknown(table, where, {f.name for f in fields(cls)})
+
+    def get(self, key: str, kind: type | tuple[type, ...], required: bool = False) -> Any:
+        return self.v.get(self.table, self.where, key, kind, self.defaults.get(key), required)
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        return self.v.choice(self.table, self.where, key, choices, self.defaults[key])
+
+    def positive(self, key: str, kind: type) -> Any:
+        """A number above 0; None allowed where it is the default (no limit, say)."""
+        default = self.defaults[key]
+        return self.v.positive(self.table, self.where, key, kind, default, optional=default is None)
+
+
 def _table(v: _Validator, raw: Mapping[str, Any], key: str, required: bool) -> dict[str, Any]:
     value = raw.get(key)
     if value is None:
@@ -307,32 +353,32 @@ def _table(v: _Validator, raw: Mapping[str, Any], key: str, required: bool) -> d
 
 def _daemon(v: _Validator, t: Mapping[str, Any]) -> DaemonConfig | None:
     w = "daemon"
-    v.unknown(t, w, {f for f in DaemonConfig.__dataclass_fields__})
-    instance_id = v.get(t, w, "instance_id", str, "", required=True)
+    d = _Section(v, t, w, DaemonConfig)
+    instance_id = d.get("instance_id", str, required=True)
     if instance_id and not NAME_RE.match(instance_id):
         v.problem(f"{w}.instance_id", "use letters, digits, '.', '_' or '-' (max 100)")
-    http = v.get(t, w, "http", str, "127.0.0.1:9464")
+    http = d.get("http", str)
     if http and not _host_port(http):
         v.problem(f"{w}.http", f"expected HOST:PORT (got {http!r})")
-    token = v.get(t, w, "admin_token", str, None)
+    token = d.get("admin_token", str)
     _check_token(v, f"{w}.admin_token", token, http)
-    level = v.choice(t, w, "log_level", ("debug", "info", "warning", "error"), "info")
-    fmt = v.choice(t, w, "log_format", ("json", "console"), "json")
+    level = d.choice("log_level", ("debug", "info", "warning", "error"))
+    fmt = d.choice("log_format", ("json", "console"))
     return DaemonConfig(
         instance_id=instance_id or "",
         http=http,
         admin_token=token,
         log_level=level,
         log_format=fmt,
-        workers=v.positive(t, w, "workers", int, 2),
-        queue_size=v.positive(t, w, "queue_size", int, 64),
-        unit_rows=v.positive(t, w, "unit_rows", int, 20_000),
-        transaction_max_rows=v.positive(t, w, "transaction_max_rows", int, 200_000),
-        transaction_max_bytes=v.positive(t, w, "transaction_max_bytes", int, 32 * 1024 * 1024),
-        transaction_max_ms=v.positive(t, w, "transaction_max_ms", int, 200),
-        ledger_retention_hours=v.positive(t, w, "ledger_retention_hours", float, 168.0),
-        shutdown_timeout_s=v.positive(t, w, "shutdown_timeout_s", float, 30.0),
-        rows_per_second=v.positive(t, w, "rows_per_second", float, None, optional=True),
+        workers=d.positive("workers", int),
+        queue_size=d.positive("queue_size", int),
+        unit_rows=d.positive("unit_rows", int),
+        transaction_max_rows=d.positive("transaction_max_rows", int),
+        transaction_max_bytes=d.positive("transaction_max_bytes", int),
+        transaction_max_ms=d.positive("transaction_max_ms", int),
+        ledger_retention_hours=d.positive("ledger_retention_hours", float),
+        shutdown_timeout_s=d.positive("shutdown_timeout_s", float),
+        rows_per_second=d.positive("rows_per_second", float),
     )
 
 
@@ -374,25 +420,25 @@ def _check_token(v: _Validator, where: str, token: str | None, http: str | None)
 
 def _hdfs(v: _Validator, t: Mapping[str, Any]) -> HdfsConfig | None:
     w = "hdfs"
-    v.unknown(t, w, {f for f in HdfsConfig.__dataclass_fields__})
-    namenodes = v.get(t, w, "namenodes", list, [])
-    conf_dir = v.get(t, w, "hadoop_conf_dir", str, None)
-    if not namenodes and not conf_dir:
+    h = _Section(v, t, w, HdfsConfig)
+    namenodes = h.get("namenodes", list) or []
+    conf_dir = h.get("hadoop_conf_dir", str)
+    if not namenodes and not conf_dir and not v.partial:
         v.problem(f"{w}.namenodes", "missing: give NameNode RPC addresses or hadoop_conf_dir")
     for i, nn in enumerate(namenodes):
         if not isinstance(nn, str) or not _host_port(nn):
             v.problem(f"{w}.namenodes[{i}]", f"expected HOST:PORT (got {nn!r})")
-    webhdfs = v.get(t, w, "webhdfs", str, "", required=True)
+    webhdfs = h.get("webhdfs", str, required=True)
     if webhdfs and not webhdfs.startswith(("http://", "https://")):
         v.problem(f"{w}.webhdfs", f"expected an http(s):// URL (got {webhdfs!r})")
-    user = v.get(t, w, "user", str, "", required=True)
+    user = h.get("user", str, required=True)
     return HdfsConfig(
         namenodes=tuple(n for n in namenodes if isinstance(n, str)),
         webhdfs=(webhdfs or "").rstrip("/"),
         user=user or "",
         hadoop_conf_dir=conf_dir,
-        detector=v.choice(t, w, "detector", DETECTORS, "inotify"),
-        listing_interval_s=v.positive(t, w, "listing_interval_s", float, 10.0),
+        detector=h.choice("detector", DETECTORS),
+        listing_interval_s=h.positive("listing_interval_s", float),
     )
 
 
@@ -451,8 +497,9 @@ _JAAS_FIELD = re.compile(r'(username|password)\s*=\s*"([^"]*)"')
 
 def _kafka(v: _Validator, t: Mapping[str, Any], base: Path) -> KafkaConfig | None:
     w = "kafka"
-    bootstrap = v.get(t, w, "bootstrap", str, "", required=True)
-    ledger_topic = v.get(t, w, "ledger_topic", str, "hdfs2kafka.ledger")
+    own = _Section(v, t, w, KafkaConfig, only_fields=False)  # the rest are Kafka's own settings
+    bootstrap = own.get("bootstrap", str, required=True)
+    ledger_topic = own.get("ledger_topic", str)
     if ledger_topic and not TOPIC_RE.match(ledger_topic):
         v.problem(f"{w}.ledger_topic", f"not a valid Kafka topic name: {ledger_topic!r}")
     settings: dict[str, Any] = {}
@@ -498,9 +545,9 @@ def _kafka(v: _Validator, t: Mapping[str, Any], base: Path) -> KafkaConfig | Non
         v.problem(f"{w}.compression.type", f"must be one of {', '.join(_COMPRESSION)}")
     if ssl:
         client["_ssl"] = ssl
-    replication = v.positive(t, w, "ledger_replication", int, None, optional=True)
-    return KafkaConfig(bootstrap=bootstrap or "", ledger_topic=ledger_topic, ledger_replication=replication,
-                       client=client, schema_registry=v.get(t, w, "schema_registry", str, None))
+    return KafkaConfig(bootstrap=bootstrap or "", ledger_topic=ledger_topic,
+                       ledger_replication=own.positive("ledger_replication", int),
+                       client=client, schema_registry=own.get("schema_registry", str))
 
 
 def _sources(v: _Validator, raw: Any) -> list[SourceConfig]:
@@ -509,48 +556,47 @@ def _sources(v: _Validator, raw: Any) -> list[SourceConfig]:
         return []
     out: list[SourceConfig] = []
     seen: set[str] = set()
-    allowed = {f for f in SourceConfig.__dataclass_fields__}
     for i, t in enumerate(raw):
         if not isinstance(t, dict):
             v.problem(f"sources[{i}]", "must be a table")
             continue
         name = t.get("name")
         w = f"sources[{name}]" if isinstance(name, str) and name else f"sources[{i}]"
-        v.unknown(t, w, allowed)
-        name = v.get(t, w, "name", str, "", required=True)
+        s = _Section(v, t, w, SourceConfig)
+        name = s.get("name", str, required=True)
         if name and not NAME_RE.match(name):
             v.problem(f"{w}.name", "use letters, digits, '.', '_' or '-' (max 100)")
         if name in seen:
             v.problem(f"{w}.name", "another source has the same name")
         seen.add(name)
-        path = v.get(t, w, "path", str, "", required=True)
+        path = s.get("path", str, required=True)
         if path and not path.startswith("/"):
             v.problem(f"{w}.path", f"must be an absolute HDFS path or glob (got {path!r})")
         elif path:
             _check_path(v, f"{w}.path", path, out)
-        topic = v.get(t, w, "topic", str, "", required=True)
+        topic = s.get("topic", str, required=True)
         if topic and not TOPIC_RE.match(topic):
             v.problem(f"{w}.topic", f"not a valid Kafka topic name: {topic!r}")
-        key = v.get(t, w, "key", (list, str), [])
+        key = s.get("key", (list, str))
         keys = (key,) if isinstance(key, str) else tuple(key)
         for j, k in enumerate(keys):
             if not isinstance(k, str) or not k:
                 v.problem(f"{w}.key[{j}]", "expected a column name")
         errors = _error_policy(v, t.get("errors", {}), f"{w}.errors")
-        value_format = v.choice(t, w, "value_format", VALUE_FORMATS, "json")
+        value_format = s.choice("value_format", VALUE_FORMATS)
         out.append(SourceConfig(
             name=name or "",
             path=path or "",
             topic=topic or "",
-            format=v.choice(t, w, "format", FORMATS, "auto"),
+            format=s.choice("format", FORMATS),
             key=tuple(k for k in keys if isinstance(k, str)),
             value_format=value_format,
-            start_from=v.choice(t, w, "start_from", START_FROM, "earliest"),
-            headers=v.get(t, w, "headers", bool, False),
-            timestamps=v.choice(t, w, "timestamps", TIMESTAMP_MODES, "iso"),
-            rows_per_second=v.positive(t, w, "rows_per_second", float, None, optional=True),
-            bytes_per_second=v.positive(t, w, "bytes_per_second", float, None, optional=True),
-            paused=v.get(t, w, "paused", bool, False),
+            start_from=s.choice("start_from", START_FROM),
+            headers=s.get("headers", bool),
+            timestamps=s.choice("timestamps", TIMESTAMP_MODES),
+            rows_per_second=s.positive("rows_per_second", float),
+            bytes_per_second=s.positive("bytes_per_second", float),
+            paused=s.get("paused", bool),
             errors=errors,
         ))
     return out
@@ -595,13 +641,13 @@ def _error_policy(v: _Validator, t: Any, w: str) -> ErrorPolicy:
     if not isinstance(t, dict):
         v.problem(w, "must be a table")
         return ErrorPolicy()
-    v.unknown(t, w, {f for f in ErrorPolicy.__dataclass_fields__})
-    dlq = v.get(t, w, "dead_letter_topic", str, None)
+    e = _Section(v, t, w, ErrorPolicy)
+    dlq = e.get("dead_letter_topic", str)
     if dlq and not TOPIC_RE.match(dlq):
         v.problem(f"{w}.dead_letter_topic", f"not a valid Kafka topic name: {dlq!r}")
     return ErrorPolicy(
-        retry_timeout_ms=v.positive(t, w, "retry_timeout_ms", int, 300_000),
-        retry_max_delay_ms=v.positive(t, w, "retry_max_delay_ms", int, 60_000),
-        tolerance=v.choice(t, w, "tolerance", TOLERANCES, "all"),
+        retry_timeout_ms=e.positive("retry_timeout_ms", int),
+        retry_max_delay_ms=e.positive("retry_max_delay_ms", int),
+        tolerance=e.choice("tolerance", TOLERANCES),
         dead_letter_topic=dlq,
     )
