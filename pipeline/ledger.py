@@ -25,6 +25,9 @@ A file rewritten later gets a new fileId (a new entry); an Avro file appended la
 from the end position recorded when it was done; a done file changed in any other way
 (truncated, a Parquet file appended to) is quarantined, since streaming it again would repeat
 rows. A file renamed while it streams keeps its entry (same fileId), which takes the new path.
+
+This module is pure (records in, decisions out); reading and creating the topic is
+`pipeline.kafka.ledger_io`'s.
 """
 
 from __future__ import annotations
@@ -41,16 +44,6 @@ ACTIVE = "active"
 DONE = "done"
 QUARANTINED = "quarantined"
 FINISHED = (DONE, QUARANTINED)
-
-LEDGER_TOPIC_CONFIG = {
-    "cleanup.policy": "compact",
-    # Compaction must be able to run while the daemon keeps writing: roll segments often.
-    "segment.ms": str(60 * 60 * 1000),
-    "min.cleanable.dirty.ratio": "0.1",
-    # A tombstone must outlive any reader that could be mid-way through the topic.
-    "delete.retention.ms": str(24 * 60 * 60 * 1000),
-    "min.compaction.lag.ms": "0",
-}
 
 
 class LedgerError(Exception):
@@ -221,90 +214,27 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-# --------------------------------------------------------------------------- Kafka I/O
+def tombstones(state: LedgerState, entries: Iterable[FileEntry]) -> list[tuple[bytes, None]]:
+    return [(state.keys.file(e.file_id), None) for e in entries]
+
+
+# --------------------------------------------------------------------------- former names
+# Kept while pipeline/daemon.py still calls them; pipeline.kafka.ledger_io takes the KafkaConfig.
 
 
 async def ensure_topic(bootstrap: str, topic: str, client_args: dict[str, Any],
                        replication: int | None = None) -> None:
-    """Create the compacted ledger topic if it is missing; refuse one that is not compacted."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-    from aiokafka.errors import TopicAlreadyExistsError
+    """`pipeline.kafka.ledger_io.ensure_ledger_topic`, by its former arguments."""
+    from pipeline.config import KafkaConfig
+    from pipeline.kafka.ledger_io import ensure_ledger_topic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **_admin_args(client_args))
-    await admin.start()
-    try:
-        # Create first: asking for the metadata of a missing topic can make a broker with
-        # auto.create.topics.enable create it, with the wrong cleanup policy.
-        brokers = len((await admin.describe_cluster()).get("brokers", [])) or 1
-        rf = replication or min(3, brokers)
-        try:
-            resp = await admin.create_topics(
-                [NewTopic(topic, 1, rf, topic_configs=dict(LEDGER_TOPIC_CONFIG))])
-            for _, code, *_rest in getattr(resp, "topic_errors", []):
-                if code == 36:  # TOPIC_ALREADY_EXISTS
-                    raise TopicAlreadyExistsError
-                if code != 0:
-                    raise LedgerError(f"cannot create ledger topic {topic!r}: error code {code}")
-            return
-        except TopicAlreadyExistsError:
-            pass
-        meta = await admin.describe_topics([topic])
-        if meta and len(meta[0].get("partitions") or []) != 1:
-            raise LedgerError(f"ledger topic {topic!r} must have exactly 1 partition "
-                              f"(has {len(meta[0]['partitions'])})")
-        configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
-        for cresp in configs:
-            for res in cresp.resources:
-                for entry in res[4]:
-                    if entry[0] == "cleanup.policy" and "compact" not in str(entry[1]):
-                        raise LedgerError(f"ledger topic {topic!r} has cleanup.policy={entry[1]}; it must "
-                                          "be compact (delete it, or set cleanup.policy=compact)")
-    finally:
-        await admin.close()
-
-
-def _admin_args(client_args: dict[str, Any]) -> dict[str, Any]:
-    allowed = {"security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password",
-               "sasl_kerberos_service_name", "sasl_kerberos_domain_name", "ssl_context",
-               "request_timeout_ms", "client_id", "metadata_max_age_ms", "connections_max_idle_ms",
-               "retry_backoff_ms"}
-    return {k: v for k, v in client_args.items() if k in allowed}
+    await ensure_ledger_topic(KafkaConfig(bootstrap, topic, replication, client_args))
 
 
 async def read_ledger(bootstrap: str, topic: str, state: LedgerState, client_args: dict[str, Any],
                       timeout_s: float = 120.0) -> LedgerState:
-    """Fold every committed record of the ledger into `state`.
+    """`pipeline.kafka.ledger_io.read_ledger`, by its former arguments."""
+    from pipeline.config import KafkaConfig
+    from pipeline.kafka import ledger_io
 
-    Call only after the transactional producer has started: that fences a dead writer and aborts
-    its open transaction, so the last stable offset reaches the end of the topic.
-    """
-    import asyncio
-
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=8 * 1024 * 1024, **_admin_args(client_args))
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while await consumer.position(tp) < end:
-            if loop.time() > deadline:
-                raise LedgerError(f"reading ledger topic {topic!r} timed out at offset "
-                                  f"{await consumer.position(tp)} of {end}")
-            batch = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
-            for msg in batch.get(tp, []):
-                state.apply(msg.key, msg.value)
-    finally:
-        await consumer.stop()
-    return state
-
-
-def tombstones(state: LedgerState, entries: Iterable[FileEntry]) -> list[tuple[bytes, None]]:
-    return [(state.keys.file(e.file_id), None) for e in entries]
+    return await ledger_io.read_ledger(KafkaConfig(bootstrap, topic, None, client_args), state, timeout_s)

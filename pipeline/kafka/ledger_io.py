@@ -1,0 +1,90 @@
+"""The ledger topic's I/O: create it (compacted, one partition) or check the one there, and fold
+every committed record of it into a `LedgerState`. What the records mean is `pipeline.ledger`'s."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pipeline.config import KafkaConfig
+from pipeline.kafka.client import admin_client, committed_consumer
+from pipeline.ledger import LedgerError, LedgerState
+
+LEDGER_TOPIC_CONFIG = {
+    "cleanup.policy": "compact",
+    # Compaction must be able to run while the daemon keeps writing: roll segments often.
+    "segment.ms": str(60 * 60 * 1000),
+    "min.cleanable.dirty.ratio": "0.1",
+    # A tombstone must outlive any reader that could be mid-way through the topic.
+    "delete.retention.ms": str(24 * 60 * 60 * 1000),
+    "min.compaction.lag.ms": "0",
+}
+TOPIC_ALREADY_EXISTS = 36  # Kafka's error code
+
+
+async def ensure_ledger_topic(kafka: KafkaConfig) -> None:
+    """Create the compacted ledger topic if it is missing; refuse one that is not compacted or
+    has more than one partition."""
+    from aiokafka.admin import NewTopic
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    topic = kafka.ledger_topic
+    async with admin_client(kafka.bootstrap, kafka.client) as admin:
+        # Create first: asking for the metadata of a missing topic can make a broker with
+        # auto.create.topics.enable create it, with the wrong cleanup policy.
+        brokers = len((await admin.describe_cluster()).get("brokers", [])) or 1
+        rf = kafka.ledger_replication or min(3, brokers)
+        try:
+            resp = await admin.create_topics(
+                [NewTopic(topic, 1, rf, topic_configs=dict(LEDGER_TOPIC_CONFIG))])
+            for _, code, *_rest in getattr(resp, "topic_errors", []):
+                if code == TOPIC_ALREADY_EXISTS:
+                    raise TopicAlreadyExistsError
+                if code != 0:
+                    raise LedgerError(f"cannot create ledger topic {topic!r}: error code {code}")
+            return
+        except TopicAlreadyExistsError:
+            pass
+        meta = await admin.describe_topics([topic])
+        if meta and len(meta[0].get("partitions") or []) != 1:
+            raise LedgerError(f"ledger topic {topic!r} must have exactly 1 partition "
+                              f"(has {len(meta[0]['partitions'])})")
+        configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        for cresp in configs:
+            for res in cresp.resources:
+                for entry in res[4]:
+                    if entry[0] == "cleanup.policy" and "compact" not in str(entry[1]):
+                        raise LedgerError(f"ledger topic {topic!r} has cleanup.policy={entry[1]}; it must "
+                                          "be compact (delete it, or set cleanup.policy=compact)")
+
+
+async def read_ledger(kafka: KafkaConfig, state: LedgerState, timeout_s: float = 120.0) -> LedgerState:
+    """Fold every committed record of the ledger into `state` and return it.
+
+    Call only after the transactional producer has started: that fences a dead writer and aborts
+    its open transaction, so the last stable offset reaches the end of the topic.
+    """
+    from aiokafka import TopicPartition
+
+    topic = kafka.ledger_topic
+    consumer: Any = committed_consumer(kafka.bootstrap, settings=kafka.client,
+                                       max_partition_fetch_bytes=8 * 1024 * 1024)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while await consumer.position(tp) < end:
+            if loop.time() > deadline:
+                raise LedgerError(f"reading ledger topic {topic!r} timed out at offset "
+                                  f"{await consumer.position(tp)} of {end}")
+            batch = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
+            for msg in batch.get(tp, []):
+                state.apply(msg.key, msg.value)
+    finally:
+        await consumer.stop()
+    return state
