@@ -6,17 +6,22 @@ Only what the Avro value format needs. Registration is idempotent on the registr
 same schema under the same subject gets the same id) and cached here, so it is called once per
 source and schema, not per batch. Errors name the subject or id and carry the registry's own
 message and error code.
+
+One client for two kinds of caller. The daemon registers a schema where a file is opened, in a
+worker thread, so requests are plain blocking HTTP (`register_blocking`, `schema_blocking`);
+asynchronous code (a consumer decoding values, the demo) awaits the same requests run in a
+thread (`register`, `get_by_id`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import json
 import urllib.error
 import urllib.request
 from typing import Any
 from urllib.parse import quote
-
-import aiohttp
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
@@ -32,15 +37,13 @@ class SchemaRegistryError(Exception):
 
 
 class SchemaRegistryClient:
-    """Async client; one per daemon (it holds an HTTP connection pool). Use `async with` or
-    call `close()`."""
+    """The registry at `url`. It holds no connection (each request is one HTTP exchange), only
+    the ids and schemas it has seen; `async with` and `close()` are there for callers that
+    treat it as a resource."""
 
-    def __init__(self, url: str, *, timeout: float = 10.0,
-                 session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
         self.url = url.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session = session
-        self._own_session = session is None
+        self.timeout = timeout
         self._ids: dict[tuple[str, str], int] = {}
         self._schemas: dict[int, Any] = {}
 
@@ -51,117 +54,94 @@ class SchemaRegistryClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None and self._own_session:
-            await self._session.close()
-        self._session = None
+        """Nothing to release; kept so that the client can be used as a resource."""
 
     async def register(self, subject: str, schema: dict[str, Any] | str,
                        schema_type: str = "AVRO") -> int:
+        """`register_blocking` from async code."""
+        return await asyncio.to_thread(self.register_blocking, subject, schema, schema_type)
+
+    async def get_by_id(self, schema_id: int) -> Any:
+        """`schema_blocking` from async code."""
+        if schema_id in self._schemas:
+            return self._schemas[schema_id]
+        return await asyncio.to_thread(self.schema_blocking, schema_id)
+
+    def register_blocking(self, subject: str, schema: dict[str, Any] | str,
+                          schema_type: str = "AVRO") -> int:
         """Register `schema` under `subject` (a no-op when it is there already) and return its
         id. Refused when the subject's compatibility rules reject it."""
         text = schema if isinstance(schema, str) else json.dumps(schema, separators=(",", ":"))
         cached = self._ids.get((subject, text))
         if cached is not None:
             return cached
+        what = f"registering a schema under subject {subject!r}"
         body: dict[str, Any] = {"schema": text}
         if schema_type != "AVRO":
             body["schemaType"] = schema_type
-        reply = await self._request(
-            "POST", f"/subjects/{quote(subject, safe='')}/versions", body,
-            what=f"registering a schema under subject {subject!r}",
-        )
+        reply = self._request("POST", f"/subjects/{quote(subject, safe='')}/versions", body, what=what)
         try:
             schema_id = int(reply["id"])
         except (KeyError, TypeError, ValueError):
             raise SchemaRegistryError(
-                f"registering a schema under subject {subject!r}: the registry answered "
-                f"{reply!r}, with no schema id"
-            ) from None
+                f"{what}: the registry answered {reply!r}, with no schema id") from None
         self._ids[(subject, text)] = schema_id
         self._schemas.setdefault(schema_id, json.loads(text) if schema_type == "AVRO" else text)
         return schema_id
 
-    async def get_by_id(self, schema_id: int) -> Any:
+    def schema_blocking(self, schema_id: int) -> Any:
         """The schema with this id (parsed JSON for Avro schemas)."""
         if schema_id in self._schemas:
             return self._schemas[schema_id]
-        reply = await self._request("GET", f"/schemas/ids/{int(schema_id)}", None,
-                                    what=f"getting schema id {schema_id}")
-        text = reply.get("schema")
+        what = f"getting schema id {schema_id}"
+        reply = self._request("GET", f"/schemas/ids/{int(schema_id)}", None, what=what)
+        text = reply.get("schema") if isinstance(reply, dict) else None
         if not isinstance(text, str):
-            raise SchemaRegistryError(f"getting schema id {schema_id}: no schema in {reply!r}")
+            raise SchemaRegistryError(f"{what}: no schema in {reply!r}")
         kind = reply.get("schemaType", "AVRO")
         schema = json.loads(text) if kind == "AVRO" else text
         self._schemas[schema_id] = schema
         return schema
 
-    async def _request(self, method: str, path: str, body: Any, *, what: str) -> Any:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-            self._own_session = True
+    def _request(self, method: str, path: str, body: Any, *, what: str) -> Any:
         headers = {"Accept": CONTENT_TYPE}
         data = None
         if body is not None:
             headers["Content-Type"] = CONTENT_TYPE
-            data = json.dumps(body)
-        url = self.url + path
+            data = json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
-            async with self._session.request(method, url, data=data, headers=headers) as resp:
-                raw = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                reply = json.loads(raw) if raw else {}
+            except ValueError:
+                reply = {"message": raw[:300].decode("utf-8", "replace")}
+            message = reply.get("message") if isinstance(reply, dict) else None
+            code = reply.get("error_code") if isinstance(reply, dict) else None
+            raise SchemaRegistryError(
+                f"{what}: the registry at {self.url} answered HTTP {exc.code}"
+                + (f" (error {code})" if code is not None else "")
+                + f": {message or reply or exc.reason}",
+                status=exc.code, error_code=code,
+            ) from None
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             raise SchemaRegistryError(
                 f"{what}: Schema Registry at {self.url} not reachable ({exc.__class__.__name__}: "
                 f"{exc})"
             ) from exc
         try:
-            reply = json.loads(raw) if raw else {}
-        except ValueError:
-            reply = {"message": raw[:300].decode("utf-8", "replace")}
-        if status >= 400:
-            message = reply.get("message") if isinstance(reply, dict) else None
-            code = reply.get("error_code") if isinstance(reply, dict) else None
+            return json.loads(raw) if raw else {}
+        except ValueError as exc:
             raise SchemaRegistryError(
-                f"{what}: the registry at {self.url} answered HTTP {status}"
-                + (f" (error {code})" if code is not None else "")
-                + f": {message or reply}",
-                status=status, error_code=code,
-            )
-        return reply
+                f"{what}: the registry at {self.url} answered something other than JSON: "
+                f"{raw[:300].decode('utf-8', 'replace')!r}") from exc
 
 
 def register_blocking(url: str, subject: str, schema: dict[str, Any] | str,
                       timeout: float = 10.0) -> int:
-    """`SchemaRegistryClient.register` for code running in a worker thread (opening a file and
-    building its encoders): one plain HTTP request, same errors."""
-    text = schema if isinstance(schema, str) else json.dumps(schema, separators=(",", ":"))
-    what = f"registering a schema under subject {subject!r}"
-    base = url.rstrip("/")
-    request = urllib.request.Request(
-        f"{base}/subjects/{quote(subject, safe='')}/versions",
-        data=json.dumps({"schema": text}).encode(), method="POST",
-        headers={"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            reply = json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        try:
-            body = json.loads(exc.read() or b"{}")
-        except ValueError:
-            body = {}
-        code = body.get("error_code") if isinstance(body, dict) else None
-        message = body.get("message") if isinstance(body, dict) else None
-        raise SchemaRegistryError(
-            f"{what}: the registry at {base} answered HTTP {exc.code}"
-            + (f" (error {code})" if code is not None else "") + f": {message or exc.reason}",
-            status=exc.code, error_code=code,
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise SchemaRegistryError(
-            f"{what}: Schema Registry at {base} not reachable ({exc.__class__.__name__}: {exc})"
-        ) from exc
-    try:
-        return int(reply["id"])
-    except (KeyError, TypeError, ValueError):
-        raise SchemaRegistryError(f"{what}: the registry answered {reply!r}, with no schema id") from None
+    """Register `schema` under `subject` at the registry at `url` and return its id, from code
+    running in a worker thread (opening a file and building its encoders)."""
+    return SchemaRegistryClient(url, timeout=timeout).register_blocking(subject, schema)
