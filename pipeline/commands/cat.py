@@ -12,9 +12,7 @@ import argparse
 import base64
 import os
 import sys
-import tomllib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
@@ -48,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from hdfswatch.ranged import LocalFile, RandomAccessFile, RangedReadError, WebHdfsFile
     from pipeline import logs
+    from pipeline.config import ConfigError
     from pipeline.positions import PositionError, parse_position
     from pipeline.readers import ReadError, open_reader
 
@@ -67,7 +66,11 @@ def run(args: argparse.Namespace) -> int:
         if args.path.startswith("file:"):
             file = LocalFile(args.path.removeprefix("file://").removeprefix("file:"))
         else:
-            conn = _connection(args)
+            try:
+                conn = _connection(args)
+            except ConfigError as exc:
+                print(f"cat: {exc}", file=sys.stderr)
+                return 2
             if not conn.webhdfs_url:
                 print('cat: no WebHDFS URL: give --webhdfs, --config, or set WEBHDFS_URL '
                       '(eval "$(deploy/devstack/devstack env)")', file=sys.stderr)
@@ -167,18 +170,17 @@ def _value_encoder(value_format: str, reader: Any) -> Callable[[Any], list[bytes
 
 
 def _connection(args: argparse.Namespace) -> Connection:
-    """Flags first, then `--config FILE`, then the environment."""
+    """Flags first, then `--config FILE` (read by the daemon's own loader, so `cat` reads with
+    the settings the daemon would use), then the environment."""
     if not args.config:
         return connection_from(args)
-    with Path(args.config).open("rb") as f:
-        raw = tomllib.load(f)
-    hdfs = raw.get("hdfs", {})
-    kafka = raw.get("kafka", {})
+    from pipeline import config as config_mod
+
+    hdfs, kafka = config_mod.load_connection(args.config)
     env = connection_from(argparse.Namespace())
-    namenodes = tuple(args.namenode or hdfs.get("namenodes") or env.namenodes)
     return Connection(
-        namenodes=namenodes,
-        webhdfs_url=args.webhdfs or hdfs.get("webhdfs") or env.webhdfs_url,
-        hdfs_user=args.user or hdfs.get("user") or env.hdfs_user,
-        kafka_bootstrap=args.bootstrap or kafka.get("bootstrap") or env.kafka_bootstrap,
+        namenodes=tuple(args.namenode or hdfs.namenodes or env.namenodes),
+        webhdfs_url=args.webhdfs or hdfs.webhdfs or env.webhdfs_url,
+        hdfs_user=args.user or hdfs.user or env.hdfs_user,
+        kafka_bootstrap=args.bootstrap or kafka.bootstrap or env.kafka_bootstrap,
     )
