@@ -55,12 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_async(coro):  # type: ignore[no-untyped-def]
+    # Only a missing uvloop falls back: an ImportError raised by the command itself is its own.
     try:
         import uvloop
-
-        return uvloop.run(coro)
     except ImportError:
         return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 if __name__ == "__main__":
