@@ -4,9 +4,31 @@ Errors from the NameNode arrive as a Java exception class name and a message; `r
 maps them to the typed subclasses below so that callers can catch what they mean
 (`StandbyError`, `AccessControlError`, `FileNotFound`...) while the Java class name and the
 server's message stay available on every instance.
+
+Every error also has a *kind*, one of three bases that the whole project decides retries by
+(`isinstance`, never class names): `PermanentError` (this file will not get better: quarantine
+it now), `TransientError` (something is away for now: retry with backoff) and `FatalError` (the
+daemon cannot go on: exit non-zero and let systemd restart it). The kinds live here, in the
+lowest layer, so that hdfswatch and pipeline errors share them. An error with no kind is
+unknown: callers treat it as they always have (the worker pool retries it until its timeout).
 """
 
 from __future__ import annotations
+
+
+class PermanentError(Exception):
+    """Retrying will not help this file: it is corrupt, gone, changed, refused or cannot be
+    encoded. Quarantine it now (or stop its source, as the source's error policy says)."""
+
+
+class TransientError(Exception):
+    """Something is away for now (a connection, a NameNode, a DataNode, a registry): retry with
+    backoff, from the last position handed over, until the retry budget is spent."""
+
+
+class FatalError(Exception):
+    """The daemon cannot go on (its configuration or its environment is wrong): end it with a
+    clear log line and a non-zero exit, so that systemd restarts it once the cause is fixed."""
 
 
 class HdfsWatchError(Exception):
@@ -25,7 +47,7 @@ class FrameTooLargeError(ProtocolError):
     large to buffer."""
 
 
-class ConnectionLostError(HdfsWatchError):
+class ConnectionLostError(HdfsWatchError, TransientError):
     """The connection to a NameNode failed or closed while calls were outstanding."""
 
 
@@ -33,11 +55,11 @@ class NameNodeConnectError(ConnectionLostError):
     """A NameNode could not be reached (refused, unresolvable, timed out while connecting)."""
 
 
-class CallTimeoutError(HdfsWatchError):
+class CallTimeoutError(HdfsWatchError, TransientError):
     """A call got no reply within its timeout."""
 
 
-class NameNodeUnavailableError(HdfsWatchError):
+class NameNodeUnavailableError(HdfsWatchError, TransientError):
     """No NameNode in the list answered as active within the retry budget.
 
     `attempts` holds the last error seen for each address.
@@ -48,7 +70,7 @@ class NameNodeUnavailableError(HdfsWatchError):
         self.attempts = dict(attempts or {})
 
 
-class ConfigError(HdfsWatchError):
+class ConfigError(HdfsWatchError, FatalError):
     """A Hadoop configuration directory, an address or a pattern that cannot be used."""
 
 
@@ -70,19 +92,19 @@ class RemoteError(HdfsWatchError):
         super().__init__(f"{short}{where}: {first_line}" if first_line else f"{short}{where}")
 
 
-class StandbyError(RemoteError):
+class StandbyError(RemoteError, TransientError):
     """The NameNode is a standby (HA): ask the next one."""
 
 
-class RetriableRemoteError(RemoteError):
+class RetriableRemoteError(RemoteError, TransientError):
     """The NameNode asks to retry the call later (it is starting, or busy)."""
 
 
-class SafeModeError(RemoteError):
+class SafeModeError(RemoteError, TransientError):
     """The NameNode is in safe mode and refuses changes."""
 
 
-class AccessControlError(RemoteError):
+class AccessControlError(RemoteError, PermanentError):
     """Permission denied for the declared user."""
 
 
@@ -109,16 +131,17 @@ class NotSuperuserError(AccessControlError):
         )
 
 
-class FileNotFound(RemoteError):
+class FileNotFound(RemoteError, PermanentError):
     """The path does not exist."""
 
 
-class ParentNotDirectoryError(RemoteError):
+class ParentNotDirectoryError(RemoteError, PermanentError):
     """A component of the path is a file, not a directory."""
 
 
-class RpcServerError(RemoteError):
-    """The RPC layer refused the call (no such method or protocol, version mismatch...)."""
+class RpcServerError(RemoteError, FatalError):
+    """The RPC layer refused the call (no such method or protocol, version mismatch...): this
+    client and that NameNode do not speak the same protocol."""
 
 
 class UnknownRemoteError(RemoteError):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import os
-import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any, TypeVar
 import structlog
 from google.protobuf.message import DecodeError, Message
 
+from hdfswatch.backoff import Backoff
 from hdfswatch.connection import Authenticator, IpcConnection, SimpleAuth
 from hdfswatch.errors import (
     CallTimeoutError,
@@ -241,7 +241,7 @@ class NameNodeClient:
         if self._closed:
             raise ConnectionLostError("NameNode client is closed")
         deadline = None if self.retry_for is None else time.monotonic() + self.retry_for
-        delay = self.backoff_initial
+        backoff = Backoff(self.backoff_initial, max(self.backoff_initial, self.backoff_max))
         tried_in_round = 0
         attempts: dict[str, str] = {}
         timeout = self.call_timeout if reply_timeout is None else reply_timeout
@@ -280,13 +280,12 @@ class NameNodeClient:
                 raise NameNodeUnavailableError(
                     f"{method}: no active NameNode answered within {self.retry_for:g}s "
                     f"({detail})", attempts) from last
-            log.info("namenode.retry", method=method, address=address, error=str(last),
-                     delay_s=round(delay, 3))
-            sleep = delay * (0.5 + random.random() / 2)
+            sleep = backoff.next_delay()
             if deadline is not None:
                 sleep = min(sleep, max(0.0, deadline - now))
+            log.info("namenode.retry", method=method, address=address, error=str(last),
+                     delay_s=round(sleep, 3))
             await asyncio.sleep(sleep)
-            delay = min(delay * 2, self.backoff_max)
 
     async def call(self, method: str, request: Message, response: type[M], *,
                    idempotent: bool = True, reply_timeout: float | None = None) -> M:

@@ -30,12 +30,17 @@ import requests
 from hdfs import Client, InsecureClient
 from hdfs.util import HdfsError
 
+from hdfswatch.backoff import Backoff
+from hdfswatch.errors import PermanentError, TransientError
+
 DEFAULT_READ_AHEAD = 4 * 1024 * 1024
 DEFAULT_CACHE_WINDOWS = 4
+_BACKOFF_CAP = 5.0  # seconds between two attempts of one read, at most
 
 
 class RangedReadError(Exception):
-    """Base of the errors raised while reading a remote file by ranges."""
+    """Base of the errors raised while reading a remote file by ranges. Each subclass has a kind
+    (hdfswatch.errors): a file gone or changed is permanent, a read that kept failing transient."""
 
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
@@ -43,7 +48,7 @@ class RangedReadError(Exception):
         self.reason = reason
 
 
-class FileVanished(RangedReadError):
+class FileVanished(RangedReadError, PermanentError):
     """The file is gone (deleted, or renamed away and not known to exist) since it was opened.
     Nothing to retry."""
 
@@ -64,7 +69,7 @@ def inode_path(file_id: int) -> str:
     return f"/.reserved/.inodes/{file_id}"
 
 
-class FileChanged(RangedReadError):
+class FileChanged(RangedReadError, PermanentError):
     """The file is not the one that was announced: its length or inode id changed under us.
 
     Positions recorded for the old content mean nothing for the new one; the file must be
@@ -72,8 +77,9 @@ class FileChanged(RangedReadError):
     """
 
 
-class ReadFailed(RangedReadError):
-    """A read kept failing after all retries (network, DataNode or NameNode trouble)."""
+class ReadFailed(RangedReadError, TransientError):
+    """A read kept failing after all retries (network, DataNode or NameNode trouble): it may
+    work later."""
 
 
 @runtime_checkable
@@ -296,7 +302,7 @@ class WebHdfsFile:
 
     def _retrying(self, what: str, call: Callable[[], Any], check_file: bool = False,
                   by_inode: bool = False) -> Any:
-        delay = self._backoff
+        backoff = Backoff(self._backoff, max(self._backoff, _BACKOFF_CAP))
         for attempt in range(self._retries + 1):
             try:
                 return call()
@@ -316,8 +322,7 @@ class WebHdfsFile:
                 if attempt == self._retries:
                     raise ReadFailed(self._path, f"{what}: {exc} (after {attempt + 1} "
                                                  "attempts)") from exc
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            time.sleep(backoff.next_delay())
         raise AssertionError("unreachable")
 
 

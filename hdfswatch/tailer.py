@@ -31,14 +31,12 @@ from dataclasses import dataclass
 
 import structlog
 
-from hdfswatch.errors import CallTimeoutError, ConnectionLostError, NameNodeUnavailableError
+from hdfswatch.backoff import Backoff
+from hdfswatch.errors import TransientError
 from hdfswatch.events import EventBatch, EventsList, Gap
 from hdfswatch.namenode import NameNodeClient
 
 log = structlog.get_logger("hdfswatch.tailer")
-
-# Errors that mean "the NameNode is away for now": keep the position and keep trying.
-TRANSIENT = (NameNodeUnavailableError, ConnectionLostError, CallTimeoutError)
 
 
 @dataclass
@@ -140,7 +138,7 @@ class EditTailer:
         return txid + 1
 
     async def _poll_until_something(self) -> None:
-        error_delay = 0.1
+        backoff = Backoff(0.1, max(0.1, self._error_backoff_max))
         while not self._ready and not self._closed:
             try:
                 if self._next is None:
@@ -153,12 +151,13 @@ class EditTailer:
                 reply = await self.client.get_edits_from_txid(self._next)
                 self._poll_seconds = time.monotonic() - started
                 self.poll_seconds_total += self._poll_seconds
-            except TRANSIENT as exc:
+            except TransientError as exc:
+                # The NameNode is away for now: keep the position and keep trying.
                 self.last_error = str(exc)
+                delay = backoff.next_delay()
                 log.warning("tailer.namenode_unavailable", txid=self._next, error=str(exc),
-                            retry_in_s=round(error_delay, 2))
-                await asyncio.sleep(error_delay)
-                error_delay = min(error_delay * 2, self._error_backoff_max)
+                            retry_in_s=round(delay, 2))
+                await asyncio.sleep(delay)
                 continue
             self.polls += 1
             self.last_error = None

@@ -23,6 +23,7 @@ from pipeline.readers.base import (
     Unit,
     UnknownCodec,
     UnsupportedType,
+    check_magic,
 )
 
 __all__ = [
@@ -39,23 +40,14 @@ __all__ = [
     "Unit",
     "UnknownCodec",
     "UnsupportedType",
+    "check_magic",
     "detect_format",
     "open_reader",
 ]
 
-_MAGICS: dict[bytes, Format] = {b"PAR1": "parquet", b"Obj\x01": "avro"}
-
-
 def detect_format(file: RandomAccessFile) -> Format:
     """The file's format from its first four bytes."""
-    if file.size == 0:
-        raise EmptyFile(file.path, None, "zero bytes")
-    head = file.read_at(0, 4)
-    fmt = _MAGICS.get(head)
-    if fmt is None:
-        raise BadMagic(file.path, "byte 0", f"starts with {head!r}: neither Parquet (b'PAR1') "
-                                            "nor Avro (b'Obj\\x01')")
-    return fmt
+    return check_magic(file)
 
 
 def open_reader(file: RandomAccessFile,

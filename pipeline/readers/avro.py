@@ -31,20 +31,20 @@ from pipeline.encoders.avro import _decompressor, compile_avro_schema
 from pipeline.encoders.avro_json import AVRO_JSON_KEY, compile_json_programs
 from pipeline.positions import AvroPosition, Position
 from pipeline.readers.base import (
+    AVRO_MAGIC,
     DEFAULT_MAX_ROWS,
-    BadMagic,
     BadPosition,
     CorruptFile,
-    EmptyFile,
     Format,
     SyncMarkerMismatch,
     TruncatedFile,
     Unit,
     UnknownCodec,
     UnsupportedType,
+    check_magic,
 )
 
-MAGIC = b"Obj\x01"
+MAGIC = AVRO_MAGIC
 SYNC_SIZE = 16
 CODECS = frozenset({"null", "deflate", "snappy", "zstandard", "xz", "bzip2"})
 # A unit holds whole blocks up to max_rows, and at most this many bytes of blocks (one block
@@ -62,12 +62,7 @@ class AvroReader:
         self._file = file
         self._max_unit_bytes = max_unit_bytes
         path = file.path
-        if file.size == 0:
-            raise EmptyFile(path, None, "zero bytes")
-        head = file.read_at(0, 4)
-        if head != MAGIC:
-            raise BadMagic(path, "byte 0", f"starts with {head!r}, not {MAGIC!r}: not an Avro "
-                                           "container file")
+        check_magic(file, "avro")
         fo = FileIO(file)
         try:
             header = fastavro.schemaless_reader(fo, fastavro.read.HEADER_SCHEMA, None)  # type: ignore[arg-type]

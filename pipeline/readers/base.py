@@ -15,6 +15,8 @@ from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 
+from hdfswatch.errors import PermanentError
+from hdfswatch.ranged import RandomAccessFile
 from pipeline.positions import Position
 
 Format = Literal["parquet", "avro"]
@@ -65,10 +67,11 @@ class FileReader(Protocol):
         ...
 
 
-class ReadError(Exception):
+class ReadError(PermanentError):
     """A file that cannot be read. Names the file, the position reached and the reason.
 
-    Bad input is never retried: the daemon quarantines the file with this message.
+    Bad input is never retried (a permanent error): the daemon quarantines the file with this
+    message.
     """
 
     kind = "unreadable"
@@ -132,3 +135,30 @@ class BadPosition(ReadError):
     a block boundary)."""
 
     kind = "bad position"
+
+
+PARQUET_MAGIC = b"PAR1"
+AVRO_MAGIC = b"Obj\x01"
+MAGICS: dict[bytes, Format] = {PARQUET_MAGIC: "parquet", AVRO_MAGIC: "avro"}
+_NAMES: dict[Format, str] = {"parquet": "Parquet", "avro": "an Avro container file"}
+
+
+def check_magic(file: RandomAccessFile, expected: Format | None = None) -> Format:
+    """The file's format by its first four bytes, checked against `expected` (None: either).
+
+    Raises `EmptyFile` for a file of zero bytes and `BadMagic` for one that starts otherwise.
+    """
+    if file.size == 0:
+        raise EmptyFile(file.path, None, "zero bytes")
+    head = file.read_at(0, 4)
+    fmt = MAGICS.get(head)
+    if expected is None:
+        if fmt is None:
+            raise BadMagic(file.path, "byte 0", f"starts with {head!r}: neither Parquet "
+                                                "(b'PAR1') nor Avro (b'Obj\\x01')")
+        return fmt
+    if fmt != expected:
+        magic = next(m for m, f in MAGICS.items() if f == expected)
+        raise BadMagic(file.path, "byte 0", f"starts with {head!r}, not {magic!r}: not "
+                                            f"{_NAMES[expected]}")
+    return fmt

@@ -16,17 +16,17 @@ from hdfswatch.ranged import FileIO, RandomAccessFile, RangedReadError
 from pipeline.positions import ParquetPosition, Position
 from pipeline.readers.base import (
     DEFAULT_MAX_ROWS,
-    BadMagic,
+    PARQUET_MAGIC,
     BadPosition,
     CorruptFile,
-    EmptyFile,
     Format,
     TruncatedFile,
     Unit,
     UnsupportedType,
+    check_magic,
 )
 
-MAGIC = b"PAR1"
+MAGIC = PARQUET_MAGIC
 
 
 class ParquetReader:
@@ -39,11 +39,7 @@ class ParquetReader:
         self._use_threads = use_threads
         path = file.path
         size = file.size
-        if size == 0:
-            raise EmptyFile(path, None, "zero bytes")
-        head = file.read_at(0, 4)
-        if head != MAGIC:
-            raise BadMagic(path, "byte 0", f"starts with {head!r}, not {MAGIC!r}: not Parquet")
+        check_magic(file, "parquet")
         if size < 12:
             raise TruncatedFile(path, f"byte {size}", f"only {size} bytes, no room for a footer")
         tail = file.read_at(size - 8, 8)
