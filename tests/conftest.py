@@ -1,7 +1,9 @@
 """Shared test wiring.
 
-Tests under tests/unit are pure (no servers). Tests under tests/integration use the real HDFS and
-Kafka of the dev stack, which the `stack` fixture starts when it is not already up.
+Tests under tests/unit are pure (no servers); those marked `tools` also run a tool that `make
+tools` installs, so they are left out of `make unit` (`-m unit`). Tests under tests/integration
+use the real HDFS and Kafka of the dev stack, which the `stack` fixture starts when it is not
+already up.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
         if parts[0] == "integration":
             item.add_marker(pytest.mark.integration)
-        elif parts[0] == "unit":
+        elif parts[0] == "unit" and item.get_closest_marker("tools") is None:
             item.add_marker(pytest.mark.unit)
 
 

@@ -3,7 +3,8 @@
 `systemd-analyze verify` checks that the ExecStart binary exists, so the unit is verified inside
 a throwaway root (`--root`) holding systemd's stock units, the unit and a stand-in executable at
 the installed path. tests/integration/test_offline_bundle.py verifies it again over a real
-install from the bundle.
+install from the bundle. The tests that run systemd's tools are marked `tools`: `make test`
+installs them first, `make unit` leaves those tests out.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from pipeline.daemon import EXIT_CONFIG, EXIT_FENCED
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "hdfs2kafka.service"
 SYSUSERS = ROOT / "systemd" / "hdfs2kafka.sysusers.conf"
-INSTALL_HINT = ("install Debian's `systemd` package (deploy/tools/install-test-tools does it, "
-                ".ci/run runs that)")
+INSTALL_HINT = "install Debian's `systemd` package (`make tools` does it)"
 
 
 def tool(name: str) -> str:
@@ -69,12 +69,14 @@ def verify(root: Path) -> subprocess.CompletedProcess[str]:
                            "hdfs2kafka.service"], capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.tools
 def test_systemd_analyze_verify_accepts_the_unit_without_a_word(tmp_path: Path) -> None:
     result = verify(make_root(tmp_path, UNIT.read_text()))
     # Unknown keys and bad values are only warnings with exit code 0: any output is a failure.
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
+@pytest.mark.tools
 def test_verify_catches_what_it_is_here_to_catch(tmp_path: Path) -> None:
     broken = UNIT.read_text().replace("Type=notify\n", "Type=notfy\nWatchdogSecs=30\n")
     out = verify(make_root(tmp_path / "typo", broken))
@@ -85,6 +87,7 @@ def test_verify_catches_what_it_is_here_to_catch(tmp_path: Path) -> None:
     assert "is not executable" in missing.stderr
 
 
+@pytest.mark.tools
 def test_hardening_exposure_is_rated_ok(tmp_path: Path) -> None:
     root = make_root(tmp_path, UNIT.read_text())
     # --threshold=20: fail above an exposure of 2.0 ("OK" in systemd's words; 10 is "UNSAFE").
@@ -125,6 +128,7 @@ def test_the_unit_says_what_the_daemon_does() -> None:
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
 
 
+@pytest.mark.tools
 def test_sysusers_creates_the_user_the_unit_runs_as(tmp_path: Path) -> None:
     unit = parse_unit(UNIT.read_text())["Service"]
     (tmp_path / "etc").mkdir()
