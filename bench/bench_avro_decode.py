@@ -44,8 +44,10 @@ def recompress(null_file: Path, codec: str) -> Path:
     """The same blocks under another codec."""
     import fastavro
 
+    from hdfswatch.framing import encode_zigzag
     from hdfswatch.ranged import LocalFile
-    from pipeline.readers.avro import AvroReader, _read_long
+    from pipeline.encoders.avro import read_block_head
+    from pipeline.readers.avro import AvroReader
 
     out = null_file.with_name(null_file.stem.replace("-null", "") + f"-{codec}.avro")
     if out.exists():
@@ -62,22 +64,12 @@ def recompress(null_file: Path, codec: str) -> Path:
             w.write(head.getvalue())
             for pos, count, length in reader.blocks():
                 raw = f.read_at(pos.block_offset, length)
-                _, p = _read_long(raw, 0)
-                _, p = _read_long(raw, p)
-                data = compress(raw[p:-16])
-                w.write(_long(count) + _long(len(data)) + data + reader.sync_marker)
+                _, p, size = read_block_head(raw)
+                data = compress(raw[p:p + size])
+                w.write(encode_zigzag(count) + encode_zigzag(len(data)) + data
+                        + reader.sync_marker)
         tmp.rename(out)
     return out
-
-
-def _long(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def timed(fn: Callable[[], int]) -> tuple[int, float, float]:

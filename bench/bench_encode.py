@@ -33,7 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import dataset
 
-from pipeline.encoders.avro import AvroBlockEncoder, AvroEncoder, arrow_to_avro_schema
+from pipeline.encoders.avro import (
+    SYNC_SIZE,
+    AvroBlockEncoder,
+    AvroEncoder,
+    arrow_to_avro_schema,
+    iter_blocks,
+)
 from pipeline.encoders.json import JsonEncoder
 
 pa.set_cpu_count(1)
@@ -74,29 +80,15 @@ def avro_units(path: Path) -> tuple[bytes, list[bytes]]:
     fastavro.schemaless_reader(buf, fastavro.read.HEADER_SCHEMA, None)  # type: ignore[attr-defined]
     header_end = buf.tell()
     units: list[bytes] = []
-    pos, unit_start, rows = header_end, header_end, 0
-    while pos < len(data):
-        count, p = _long(data, pos)
-        size, p = _long(data, p)
-        pos = p + size + 16
+    unit_start, rows = header_end, 0
+    for _, count, _, data_end in iter_blocks(data, header_end):
         rows += count
         if rows >= AVRO_UNIT_ROWS:
-            units.append(data[unit_start:pos])
-            unit_start, rows = pos, 0
+            units.append(data[unit_start:data_end + SYNC_SIZE])
+            unit_start, rows = data_end + SYNC_SIZE, 0
     if unit_start < len(data):
         units.append(data[unit_start:])
     return data[:header_end], units
-
-
-def _long(buf: bytes, pos: int) -> tuple[int, int]:
-    shift = acc = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        acc |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return (acc >> 1) ^ -(acc & 1), pos
-        shift += 7
 
 
 def avro_decode(header: bytes, unit: bytes) -> pa.RecordBatch:

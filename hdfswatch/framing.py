@@ -65,20 +65,45 @@ def encode_varint(value: int) -> bytes:
             return bytes(out)
 
 
-def decode_varint(buf: bytes | bytearray | memoryview, pos: int = 0) -> tuple[int, int]:
-    """(value, position after it). Raises ProtocolError when truncated or longer than 10 bytes."""
-    result = 0
-    shift = 0
-    end = len(buf)
-    for i in range(pos, min(pos + 10, end)):
-        byte = buf[i]
+def read_varint(buf: bytes | bytearray | memoryview, pos: int = 0) -> tuple[int, int]:
+    """(value, position after it) of the base-128 varint at `pos`: protobuf's, and Avro's
+    before zig-zag. Raises IndexError when `buf` ends first, ValueError past 10 bytes.
+
+    The one varint reader of the project: `decode_varint` (Hadoop IPC) and `read_zigzag`
+    (Avro block headers) are built on it.
+    """
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
         result |= (byte & 0x7F) << shift
         if not byte & 0x80:
-            return result, i + 1
+            return result, pos
         shift += 7
-    if end - pos >= 10:
-        raise ProtocolError("malformed varint (more than 10 bytes)")
-    raise ProtocolError("truncated varint")
+        if shift >= 70:
+            raise ValueError("varint longer than 10 bytes")
+
+
+def decode_varint(buf: bytes | bytearray | memoryview, pos: int = 0) -> tuple[int, int]:
+    """(value, position after it). Raises ProtocolError when truncated or longer than 10 bytes."""
+    try:
+        return read_varint(buf, pos)
+    except IndexError:
+        raise ProtocolError("truncated varint") from None
+    except ValueError:
+        raise ProtocolError("malformed varint (more than 10 bytes)") from None
+
+
+def read_zigzag(buf: bytes | bytearray | memoryview, pos: int = 0) -> tuple[int, int]:
+    """(value, position after it) of the zig-zag varint at `pos` (an Avro int or long, a
+    protobuf sint). Raises IndexError when `buf` ends first, ValueError past 10 bytes."""
+    value, pos = read_varint(buf, pos)
+    return (value >> 1) ^ -(value & 1), pos
+
+
+def encode_zigzag(value: int) -> bytes:
+    """Zig-zag varint of a signed 64-bit integer (an Avro long)."""
+    return encode_varint(((value << 1) ^ (value >> 63)) & 0xFFFF_FFFF_FFFF_FFFF)
 
 
 def delimited(message: bytes) -> bytes:

@@ -48,6 +48,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from hdfswatch.framing import read_zigzag
 from pipeline.encoders._native import rows as _rows
 from pipeline.encoders.json import _plain_type
 
@@ -316,27 +317,49 @@ class AvroBlockEncoder:
     def blocks(self, avro_blocks: bytes | memoryview) -> Iterator[tuple[bytes, int]]:
         """(decompressed data, record count) of each block in file framing."""
         view = memoryview(avro_blocks)
-        pos = 0
-        while pos < len(view):
-            count, pos = _read_long(view, pos)
-            size, pos = _read_long(view, pos)
-            if count < 0 or size < 0 or pos + size + 16 > len(view):
-                raise ValueError(f"bad Avro block header at byte {pos} of the unit")
-            yield self._decompress(bytes(view[pos:pos + size])), count
-            pos += size + 16  # data, then the sync marker (the reader checked it)
+        for _, count, lo, hi in iter_blocks(view):  # the reader checked the sync markers
+            yield self._decompress(bytes(view[lo:hi])), count
 
 
-def _read_long(buf: memoryview, pos: int) -> tuple[int, int]:
-    shift = acc = 0
-    while True:
-        if pos >= len(buf) or shift > 63:
-            raise ValueError("truncated or malformed Avro block header")
-        b = buf[pos]
-        pos += 1
-        acc |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return (acc >> 1) ^ -(acc & 1), pos
-        shift += 7
+# ----------------------------------------------------------------------------- container blocks
+
+SYNC_SIZE = 16
+"""Bytes of the sync marker after every block of an Avro object container file."""
+BLOCK_HEAD_MAX = 20
+"""Bytes a block header (two zig-zag varint longs) takes at most."""
+
+
+def read_block_head(buf: bytes | memoryview, pos: int = 0) -> tuple[int, int, int]:
+    """(record count, where the data starts, data length) of the container block whose header
+    is at `pos` of `buf`: the one parser of Avro block headers.
+
+    Raises IndexError when `buf` ends inside the header, ValueError when the header is not one
+    (a varint longer than 10 bytes, a negative count or length).
+    """
+    count, p = read_zigzag(buf, pos)
+    size, p = read_zigzag(buf, p)
+    if count < 0 or size < 0:
+        raise ValueError(f"{count} records, {size} bytes")
+    return count, p, size
+
+
+def iter_blocks(buf: bytes | memoryview, pos: int = 0) -> Iterator[tuple[int, int, int, int]]:
+    """(block start, record count, data start, data end) of each block of `buf` from `pos`,
+    blocks in file framing (count, size, data, sync marker) up to the end of `buf`. The sync
+    markers are not checked. Raises ValueError when a block is malformed or runs past the end."""
+    end = len(buf)
+    while pos < end:
+        try:
+            count, p, size = read_block_head(buf, pos)
+        except IndexError:
+            raise ValueError(f"bad Avro block header at byte {pos}: it runs past the end") from None
+        except ValueError as exc:
+            raise ValueError(f"bad Avro block header at byte {pos}: {exc}") from None
+        if p + size + SYNC_SIZE > end:
+            raise ValueError(f"bad Avro block header at byte {pos}: {size} bytes of data run "
+                             "past the end")
+        yield pos, count, p, p + size
+        pos = p + size + SYNC_SIZE
 
 
 def _decompressor(codec: str) -> Callable[[bytes], bytes]:

@@ -25,9 +25,17 @@ from typing import Any
 import fastavro
 import pyarrow as pa
 
+from hdfswatch.framing import encode_zigzag
 from hdfswatch.ranged import FileIO, RandomAccessFile, RangedReadError
 from pipeline.encoders._native import rows as _rows
-from pipeline.encoders.avro import _decompressor, compile_avro_schema
+from pipeline.encoders.avro import (
+    BLOCK_HEAD_MAX,
+    SYNC_SIZE,
+    _decompressor,
+    compile_avro_schema,
+    iter_blocks,
+    read_block_head,
+)
 from pipeline.encoders.avro_json import AVRO_JSON_KEY, compile_json_programs
 from pipeline.positions import AvroPosition, Position
 from pipeline.readers.base import (
@@ -45,12 +53,10 @@ from pipeline.readers.base import (
 )
 
 MAGIC = AVRO_MAGIC
-SYNC_SIZE = 16
 CODECS = frozenset({"null", "deflate", "snappy", "zstandard", "xz", "bzip2"})
 # A unit holds whole blocks up to max_rows, and at most this many bytes of blocks (one block
 # larger than this still makes a unit of its own).
 MAX_UNIT_BYTES = 64 * 1024 * 1024
-_BLOCK_HEAD_MAX = 20  # two zig-zag varint longs
 
 
 class AvroReader:
@@ -236,18 +242,14 @@ class AvroReader:
         return count, data
 
     def _block_head(self, offset: int) -> tuple[int, int, int]:
-        head = self._file.read_at(offset, _BLOCK_HEAD_MAX)
+        head = self._file.read_at(offset, BLOCK_HEAD_MAX)
         where = AvroPosition(offset)
         try:
-            count, p = _read_long(head, 0)
-            data_len, p = _read_long(head, p)
+            count, p, data_len = read_block_head(head)
         except IndexError:
             raise TruncatedFile(self.path, where, "the file ends inside a block header") from None
         except ValueError as exc:
             raise CorruptFile(self.path, where, f"bad block header: {exc}") from None
-        if count < 0 or data_len < 0:
-            raise CorruptFile(self.path, where, f"bad block header: {count} records, "
-                                                f"{data_len} bytes")
         end = offset + p + data_len + SYNC_SIZE
         if end > self._file.size:
             raise TruncatedFile(self.path, where, f"block of {data_len} bytes ends at byte "
@@ -281,13 +283,10 @@ class AvroReader:
         assert self._wrap is not None
         out = bytearray()
         view = memoryview(raw)
-        pos = 0
-        while pos < len(view):
+        for pos, count, lo, hi in iter_blocks(view):  # blocks the reader has checked
             block = AvroPosition(where.block_offset + pos)
-            count, p = _read_long(raw, pos)
-            size, p = _read_long(raw, p)
             try:
-                data = self._decompress(bytes(view[p:p + size]))
+                data = self._decompress(bytes(view[lo:hi]))
             except Exception as exc:
                 raise CorruptFile(self.path, block, f"cannot decompress ({self.codec}): "
                                                     f"{exc}") from None
@@ -296,8 +295,7 @@ class AvroReader:
                                                  self._json_programs)
             except ValueError as exc:
                 raise CorruptFile(self.path, block, self._record_error(exc)) from None
-            out += _long_bytes(count) + _long_bytes(len(wrapped)) + wrapped + self._sync
-            pos = p + size + SYNC_SIZE
+            out += encode_zigzag(count) + encode_zigzag(len(wrapped)) + wrapped + self._sync
         return bytes(out)
 
     def _record_error(self, exc: ValueError) -> str:
@@ -333,22 +331,6 @@ class AvroReader:
         return batches[0] if len(batches) == 1 else pa.concat_batches(batches)
 
 
-def _read_long(buf: bytes, pos: int) -> tuple[int, int]:
-    """Decode a zig-zag varint long at `pos`; IndexError when `buf` ends first."""
-    shift = 0
-    acc = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        acc |= (b & 0x7F) << shift
-        if not b & 0x80:
-            break
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint longer than 10 bytes")
-    return (acc >> 1) ^ -(acc & 1), pos
-
-
 def _without_uuid(schema: Any) -> Any:
     """`schema` with the uuid logical type dropped from strings."""
     if isinstance(schema, list):
@@ -359,17 +341,6 @@ def _without_uuid(schema: Any) -> Any:
         return {k: _without_uuid(v) if k in ("type", "items", "values", "fields") else v
                 for k, v in schema.items()}
     return schema
-
-
-def _long_bytes(value: int) -> bytes:
-    """A zig-zag varint long."""
-    z = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
 
 
 def _describe(schema: Any) -> str:
