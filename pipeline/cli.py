@@ -13,14 +13,18 @@ from types import ModuleType
 from pipeline import __version__
 from pipeline.commands import COMMANDS
 
+# Commands whose module lives outside the daemon's package (the demo is a package of its own).
+_ELSEWHERE = {"demo": "demo.run"}
+
 
 def _command_modules() -> list[ModuleType]:
     modules = []
     for name in COMMANDS:
+        path = _ELSEWHERE.get(name, f"pipeline.commands.{name}")
         try:
-            modules.append(importlib.import_module(f"pipeline.commands.{name}"))
+            modules.append(importlib.import_module(path))
         except ModuleNotFoundError as exc:
-            if exc.name != f"pipeline.commands.{name}":
+            if exc.name not in (path, path.partition(".")[0]):
                 raise
     return modules
 
