@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 BURST_S = 0.1
@@ -42,13 +43,18 @@ class Bucket:
 
 
 class RateLimiter:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+        """`clock` (seconds) and `sleep` are the monotonic clock and asyncio's sleep; a test
+        gives a clock it moves itself."""
         self._rows: dict[str, Bucket] = {}
         self._bytes: dict[str, Bucket] = {}
+        self._clock = clock
+        self._sleep = sleep
 
     def set(self, source: str, rows_per_second: float | None, bytes_per_second: float | None) -> None:
         """Set (or clear, with None) a source's limits; `GLOBAL` names the global rows limit."""
-        now = time.monotonic()
+        now = self._clock()
         for table, rate in ((self._rows, rows_per_second), (self._bytes, bytes_per_second)):
             b = table.get(source)
             if b is None:
@@ -84,11 +90,11 @@ class RateLimiter:
         if not buckets:
             return
         while True:
-            now = time.monotonic()
+            now = self._clock()
             for b, _ in buckets:
                 b.refill(now)
             if all(b.ready_for(n) for b, n in buckets):
                 for b, n in buckets:
                     b.take(n)
                 return
-            await asyncio.sleep(TICK_S)
+            await self._sleep(TICK_S)
