@@ -5,10 +5,13 @@ order; files are spread over the workers. Decoding and encoding run in a thread 
 event loop (pyarrow, polars and the readers release the GIL in their heavy parts). The
 committer's bounded queue is the backpressure. The number of workers changes live.
 
-Errors follow the source's policy (after Kafka Connect's KIP-298): transient failures are
-retried with backoff, resuming from the last unit handed over, until `retry_timeout_ms`;
-a file that cannot be read is then quarantined (`tolerance = "all"`) or its source is
-stopped (`tolerance = "none"`), and the rest keeps streaming.
+Errors are sorted by their kind (hdfswatch.errors) and follow the source's policy (after Kafka
+Connect's KIP-298): a permanent error (a corrupt, changed or deleted file, rows that cannot be
+encoded) quarantines the file at once (`tolerance = "all"`) or stops its source
+(`tolerance = "none"`); a transient one, and any error of no known kind, is retried with backoff,
+resuming from the last unit handed over, until `retry_timeout_ms`, and then treated the same
+way; a fatal one ends the worker and, through `WorkerPool.failure`, the daemon. The rest keeps
+streaming.
 
 A file renamed while it is read is the same file (its inode id survives renames): the worker
 finds it among its source's files and goes on from the last unit handed over, and the ledger
@@ -19,7 +22,6 @@ files to the trash by renaming them): it is quarantined like a file deleted whil
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,11 +30,19 @@ from typing import Any
 
 import structlog
 
-from hdfswatch.ranged import FileMoved
+from hdfswatch.backoff import Backoff
+from hdfswatch.errors import FatalError, PermanentError, TransientError
+from hdfswatch.ranged import FileMoved, RandomAccessFile
 from pipeline.config import SourceConfig
 from pipeline.items import FileFinished, FileQuarantined, FilesRecorded, FileWork, Item, UnitRecords
 from pipeline.ledger import FileEntry, advance
-from pipeline.positions import AvroPosition, ParquetPosition, Position, parse_position
+from pipeline.positions import (
+    AvroPosition,
+    ParquetPosition,
+    Position,
+    PositionError,
+    parse_position,
+)
 from pipeline.records import make_unit_encoder
 
 log = structlog.get_logger("hdfs2kafka.workers")
@@ -58,8 +68,8 @@ class Progress:
     """Its last unit is with the committer: nothing of it is left to read."""
 
 
-class PermanentFileError(Exception):
-    """A file that will not become readable by retrying (corrupt, deleted, changed)."""
+class PermanentFileError(PermanentError):
+    """A file that will not go to Kafka by retrying (a row too large for a Kafka record)."""
 
 
 class SourceStopped(Exception):
@@ -67,28 +77,42 @@ class SourceStopped(Exception):
 
 
 class FileOpener:
-    """Opens a ready file for reading and builds its encoders; runs in a worker thread."""
+    """Opens a ready file for reading and builds its encoders; runs in a worker thread.
+
+    `open_file` opens the bytes of a ledger entry's file; by default over WebHDFS, checked
+    against the entry's size and inode id.
+    """
 
     def __init__(self, webhdfs_url: str, user: str, schema_registry: str | None = None,
-                 max_record_bytes: int = 1_000_000) -> None:
+                 max_record_bytes: int = 1_000_000,
+                 open_file: Callable[[FileEntry], RandomAccessFile] | None = None) -> None:
         self.webhdfs_url = webhdfs_url
         self.user = user
         self.schema_registry = schema_registry
         self.max_record_bytes = max_record_bytes
+        self.open_file = open_file or self._open_webhdfs
+
+    def _open_webhdfs(self, entry: FileEntry) -> RandomAccessFile:
+        from hdfswatch.ranged import WebHdfsFile
+
+        return WebHdfsFile(self.webhdfs_url, entry.path, user=self.user,
+                           expected_size=entry.size, expected_file_id=entry.file_id)
 
     def open(self, work: FileWork, source: SourceConfig,
              unit_rows: Callable[[], int]) -> Iterator[UnitRecords | FileFinished]:
         """The file's remaining units, encoded; a FileFinished closes a file whose last unit
         was already committed (or that has no rows)."""
-        from hdfswatch.ranged import WebHdfsFile
-        from pipeline.readers import open_reader
+        from pipeline.encoders.errors import EncodeError
+        from pipeline.readers import BadPosition, open_reader
 
         entry = work.entry
-        f = WebHdfsFile(self.webhdfs_url, entry.path, user=self.user,
-                        expected_size=entry.size, expected_file_id=entry.file_id)
+        f = self.open_file(entry)
         reader = open_reader(f, source.format)  # type: ignore[arg-type]  # validated by config
         encode = make_unit_encoder(source, reader, self.schema_registry)
-        start = parse_position(work.start) if work.start else None
+        try:
+            start = parse_position(work.start) if work.start else None
+        except PositionError as exc:
+            raise BadPosition(entry.path, work.start, str(exc)) from None
         # An Avro position inside a block (left by a cut unit) resumes at the block and passes
         # over the records already committed.
         skip = 0
@@ -105,7 +129,15 @@ class FileOpener:
             unit = next(units, None)
             if unit is None:
                 break
-            values, keys, headers = encode(unit, entry.path)
+            try:
+                values, keys, headers = encode(unit, entry.path)
+            except (PermanentError, TransientError, FatalError):
+                raise
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                # Encoders are pure functions of the rows: the same rows fail the same way on
+                # every try (a value with no form in the value format, a corrupt Avro record).
+                raise EncodeError(f"{entry.path} at {unit.start}: cannot encode the rows: "
+                                  f"{type(exc).__name__}: {exc}") from exc
             if values:
                 biggest = max(map(len, values))
                 if biggest > self.max_record_bytes:
@@ -176,6 +208,7 @@ class WorkerPool:
         self._next_id = 0
         self._executor = ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="decode")
         self._parked: list[FileWork] = []
+        self._failure: BaseException | None = None
 
     @property
     def size(self) -> int:
@@ -205,6 +238,16 @@ class WorkerPool:
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def failure(self) -> BaseException | None:
+        """The error a worker ended with (one that ends the daemon: a `FatalError`, or a bug),
+        or None."""
+        if self._failure is not None:
+            return self._failure
+        for t in self._tasks.values():
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                return t.exception()
+        return None
 
     def _unit_rows(self, source: str) -> int:
         if self.limiter is None:
@@ -242,6 +285,11 @@ class WorkerPool:
                 self._parked.append(work)
                 if self.on_source_failed:
                     self.on_source_failed(source.name, str(exc))
+            except FatalError as exc:
+                log.error("worker stopped: the daemon cannot go on", source=source.name,
+                          path=work.entry.path, error=f"{type(exc).__name__}: {exc}")
+                self._failure = self._failure or exc
+                raise
             finally:
                 self.busy -= 1
                 self.in_flight.pop(work.entry.file_id, None)
@@ -249,7 +297,8 @@ class WorkerPool:
     async def _process(self, work: FileWork, source: SourceConfig, prog: Progress) -> None:
         policy = source.errors
         deadline = time.monotonic() + policy.retry_timeout_ms / 1000
-        delay = 0.2
+        cap = policy.retry_max_delay_ms / 1000
+        backoff = Backoff(min(0.2, cap), cap)
         moves = 0
         while True:
             bound = log.bind(source=source.name, path=work.entry.path, file_id=work.entry.file_id)
@@ -262,7 +311,7 @@ class WorkerPool:
                     return  # renamed after its last row was read: nothing is left to follow
                 try:
                     found = await self.locate(work.entry, source)
-                except asyncio.CancelledError:
+                except (asyncio.CancelledError, FatalError):
                     raise
                 except Exception as lexc:  # the listing failed: that may pass
                     reason = f"{exc}; looking for it: {type(lexc).__name__}: {lexc}"
@@ -284,16 +333,17 @@ class WorkerPool:
                               "moves files to the trash")
             except PermanentFileError as exc:
                 reason = str(exc)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, FatalError):
                 raise
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
-                transient = not _is_permanent(exc)
+                # Unknown errors are retried like transient ones, until the retry timeout.
+                transient = not isinstance(exc, PermanentError)
             if transient and time.monotonic() < deadline:
+                delay = backoff.next_delay()
                 bound.warning("read failed; retrying", error=reason, retry_in_s=round(delay, 2),
                               position=prog.position)
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, policy.retry_max_delay_ms / 1000)
+                await asyncio.sleep(delay)
                 work = FileWork(entry=work.entry, start=prog.position, ready_monotonic=work.ready_monotonic)
                 continue
             if policy.tolerance == "none":
@@ -344,12 +394,3 @@ class WorkerPool:
 async def _nowhere(entry: FileEntry, source: SourceConfig) -> str | None:
     return None
 
-
-def _is_permanent(exc: Exception) -> bool:
-    """Corrupt or changed files do not get better by retrying; a busy registry may."""
-    names = {c.__name__ for c in type(exc).__mro__}
-    if "SchemaRegistryError" in names:
-        status = getattr(exc, "status", None)
-        return status is not None and 400 <= status < 500
-    return bool(names & {"ReadError", "FileVanished", "FileChanged", "EncodeError", "PositionError",
-                         "UnsupportedType", "KeyColumnError", "AvroSchemaError"})

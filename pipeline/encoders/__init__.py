@@ -6,6 +6,7 @@
 - avro.py: `AvroEncoder` (Confluent wire format, schema derived from Arrow), and
   `encode_avro_blocks` / `AvroBlockEncoder` for Avro sources, re-framing the file's own records.
 - keys.py: `KeyEncoder`; headers.py: `HeaderBuilder`; registry.py: `SchemaRegistryClient`.
+- errors.py: `EncodeError`, permanent: rows that cannot be encoded as the source asks.
 - _rows.c: the compiled walker behind all of them (no Python work per value).
 """
 

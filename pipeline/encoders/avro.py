@@ -50,12 +50,13 @@ import pyarrow as pa
 
 from hdfswatch.framing import read_zigzag
 from pipeline.encoders._native import rows as _rows
+from pipeline.encoders.errors import EncodeError
 from pipeline.encoders.json import _plain_type
 
 MAGIC = b"\x00"
 
 
-class AvroSchemaError(ValueError):
+class AvroSchemaError(EncodeError):
     """An Arrow schema with no Avro form, or an Avro schema the block splitter cannot walk."""
 
 

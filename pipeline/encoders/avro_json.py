@@ -44,6 +44,8 @@ import json
 import struct
 from typing import Any
 
+from pipeline.encoders.errors import EncodeError
+
 # Field metadata key of a binary column holding Avro-encoded values to write as JSON; the value
 # is the program (see `compile_json_program`).
 AVRO_JSON_KEY = b"hdfs2kafka.avro"
@@ -59,7 +61,7 @@ _PRIMITIVES = {"null": J_NULL, "boolean": J_BOOL, "int": J_INT, "long": J_LONG,
 _TS_UNITS = {"millis": 1, "micros": 2, "nanos": 3}
 
 
-class AvroJsonProgramError(ValueError):
+class AvroJsonProgramError(EncodeError):
     """A writer schema the JSON program cannot be compiled from."""
 
 

@@ -14,10 +14,11 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
+from pipeline.encoders.errors import EncodeError
 from pipeline.encoders.json import MODE_ARRAY, MODE_BARE, JsonOptions, encode_rows, walker_args
 
 
-class KeyColumnError(ValueError):
+class KeyColumnError(EncodeError):
     """A key column that is not in the batch."""
 
 

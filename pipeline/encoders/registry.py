@@ -23,17 +23,40 @@ import urllib.request
 from typing import Any
 from urllib.parse import quote
 
+from hdfswatch.errors import PermanentError, TransientError
+
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
 
 class SchemaRegistryError(Exception):
-    """The registry refused a request or could not be reached."""
+    """The registry refused a request or could not be reached.
+
+    Raising it gives the subclass of the right kind (hdfswatch.errors): `SchemaRegistryRefused`
+    (permanent) for an HTTP 4xx answer, such as a schema the subject's compatibility rules
+    reject; `SchemaRegistryUnavailable` (transient) for a 5xx answer, no answer or a bad one.
+    """
+
+    def __new__(cls, message: str, *, status: int | None = None,
+                error_code: int | None = None) -> SchemaRegistryError:
+        if cls is SchemaRegistryError:
+            refused = status is not None and 400 <= status < 500
+            cls = SchemaRegistryRefused if refused else SchemaRegistryUnavailable
+        return super().__new__(cls, message)
 
     def __init__(self, message: str, *, status: int | None = None,
                  error_code: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.error_code = error_code
+
+
+class SchemaRegistryRefused(SchemaRegistryError, PermanentError):
+    """The registry answered 4xx: asking again will get the same answer."""
+
+
+class SchemaRegistryUnavailable(SchemaRegistryError, TransientError):
+    """The registry answered 5xx, did not answer, or answered something that is not an answer:
+    it may do better later."""
 
 
 class SchemaRegistryClient:
