@@ -36,11 +36,13 @@ import uuid
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from demo.sample_data import events_table  # noqa: E402
+from pipeline.kafka.client import admin_client, committed_consumer  # noqa: E402
 
 PARTITIONS = 6
 READY_LINE = "ready: recovery done"
@@ -50,32 +52,13 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def table(first_id: int, n: int) -> pa.Table:
-    """Rows whose JSON value is about 200 bytes (8 columns: ints, a timestamp, strings, a double)."""
-    ids = pa.array(range(first_id, first_id + n), pa.int64())
-    rnd = pc.random(n, initializer=first_id + 1)
-    user = pc.cast(pc.floor(pc.multiply(rnd, 1e9)), pa.int64())
-    ts = pc.cast(pc.add(pc.multiply(ids, 1000), 1_704_067_200_000_000), pa.timestamp("us", tz="UTC"))
-    session = pc.utf8_lpad(pc.cast(pc.multiply(ids, 2654435761), pa.string()), 24, "0")
-    events = pa.array(["page_view", "add_to_cart", "checkout", "search", "login"])
-    event = pc.take(events, pc.cast(pc.floor(pc.multiply(rnd, 5)), pa.int64()))
-    path = pc.binary_join_element_wise("/catalog/item/", pc.cast(pc.floor(pc.multiply(rnd, 1e6)), pa.string()),
-                                       "?ref=home", "")
-    price = pc.round(pc.multiply(rnd, 1000.0), 2)
-    countries = pa.array(["FR", "DE", "ES", "IT", "NO", "SE", "PL"])
-    country = pc.take(countries, pc.cast(pc.floor(pc.multiply(rnd, 7)), pa.int64()))
-    return pa.table({"id": ids, "user_id": user, "ts": ts, "session": session, "event": event,
-                     "path": path, "price": price, "country": country,
-                     "agent": pa.array(["app/1.0"] * n)})
-
-
 def parquet_files(rows: int, files: int, row_group_rows: int) -> list[bytes]:
     out = []
     per = rows // files
     for i in range(files):
         n = per if i < files - 1 else rows - per * (files - 1)
         buf = io.BytesIO()
-        pq.write_table(table(i * per, n), buf, row_group_size=row_group_rows, compression="snappy")
+        pq.write_table(events_table(i * per, n), buf, row_group_size=row_group_rows, compression="snappy")
         out.append(buf.getvalue())
     return out
 
@@ -88,26 +71,18 @@ def mean_value_bytes(sample: pa.Table) -> float:
 
 
 async def admin(bootstrap: str, create: list[str] = (), delete: list[str] = ()) -> None:  # type: ignore[assignment]
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin import NewTopic
 
-    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await client.start()
-    try:
+    async with admin_client(bootstrap) as client:
         if create:
             await client.create_topics([NewTopic(t, PARTITIONS, 1) for t in create])
         if delete:
             await client.delete_topics(list(delete))
-    finally:
-        await client.close()
 
 
 async def count_committed(bootstrap: str, topic: str, expect: int, timeout: float) -> int:  # noqa: ASYNC109
     """Records a read_committed consumer sees in `topic` (stops at `expect` or after `timeout`)."""
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, isolation_level="read_committed",
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                max_partition_fetch_bytes=8 * 1024 * 1024)
+    consumer = committed_consumer(bootstrap, topic, max_partition_fetch_bytes=8 * 1024 * 1024)
     await consumer.start()
     n = 0
     try:
@@ -226,7 +201,7 @@ def main() -> int:
     try:
         t0 = time.perf_counter()
         blobs = parquet_files(args.rows, args.files, args.row_group_rows)
-        value_size = mean_value_bytes(table(0, 10_000))
+        value_size = mean_value_bytes(events_table(0, 10_000))
         print(f"generated {args.files} Parquet files, {args.rows:,} rows, "
               f"{sum(map(len, blobs)) / 2**20:.1f} MiB, JSON value ~{value_size:.0f} bytes "
               f"({time.perf_counter() - t0:.1f} s)", flush=True)

@@ -38,7 +38,9 @@ from harness import (
 )
 from hdfs import InsecureClient
 
-from pipeline.ledger import DONE, QUARANTINED, FileEntry, LedgerState, read_ledger
+from pipeline.config import KafkaConfig
+from pipeline.kafka.ledger_io import read_ledger
+from pipeline.ledger import DONE, QUARANTINED, FileEntry, LedgerState
 
 # The producer's transaction timeout in every scenario: a blackhole or a stall longer than this
 # makes the broker abort the open transaction.
@@ -335,7 +337,7 @@ class Scenario:
     async def ledger(self) -> dict[str, FileEntry]:
         """Each file's committed ledger entry, by path (read directly, read_committed)."""
         state = LedgerState(self.instance_id)
-        await read_ledger(self.kafka.bootstrap, self.ledger_topic, state, {}, timeout_s=60)
+        await read_ledger(KafkaConfig(self.kafka.bootstrap, self.ledger_topic), state, timeout_s=60)
         return {e.path: e for e in state.files.values()}
 
     async def wait_finished(self, timeout: float) -> dict[str, FileEntry]:  # noqa: ASYNC109

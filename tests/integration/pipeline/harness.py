@@ -1,10 +1,9 @@
-"""Helpers for daemon tests: sample files with unique row ids, the daemon as a real subprocess,
-and a read_committed consumer that checks what landed in Kafka."""
+"""Helpers for daemon tests: sample files with unique row ids (`demo.sample_data`), the daemon as
+a real subprocess, and a read_committed consumer that checks what landed in Kafka."""
 
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import signal
 import subprocess
@@ -15,61 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import fastavro
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+# The sample rows and files, re-exported for the tests that take them from here.
+from demo.sample_data import AVRO_SCHEMA as AVRO_SCHEMA
+from demo.sample_data import ROWS_PER_FILE_ID as ROWS_PER_FILE_ID
+from demo.sample_data import avro_bytes as avro_bytes
+from demo.sample_data import big_row_parquet as big_row_parquet
+from demo.sample_data import parquet_bytes as parquet_bytes
+from demo.sample_data import rows_for as rows_for
+from demo.sample_data import sample_file as sample_file
+from pipeline.config import KafkaConfig
+from pipeline.kafka.client import committed_consumer, create_topics
+from pipeline.kafka.ledger_io import read_ledger
 
 ROOT = Path(__file__).resolve().parents[3]
-ROWS_PER_FILE_ID = 1_000_000  # row id = file_no * ROWS_PER_FILE_ID + row number
-
-
-def rows_for(file_no: int, n: int) -> dict[str, list[Any]]:
-    return {
-        "id": [file_no * ROWS_PER_FILE_ID + i for i in range(n)],
-        "file_no": [file_no] * n,
-        "seq": list(range(n)),
-        "user": [f"user-{(file_no * 7 + i) % 97}" for i in range(n)],
-        "amount": [float(i) * 0.5 for i in range(n)],
-    }
-
-
-def parquet_bytes(file_no: int, n: int, row_group_size: int = 5000) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(pa.table(rows_for(file_no, n)), buf, row_group_size=row_group_size)
-    return buf.getvalue()
-
-
-AVRO_SCHEMA = fastavro.parse_schema({
-    "type": "record", "name": "Row", "fields": [
-        {"name": "id", "type": "long"}, {"name": "file_no", "type": "long"},
-        {"name": "seq", "type": "long"}, {"name": "user", "type": "string"},
-        {"name": "amount", "type": "double"},
-    ]})
-
-
-def avro_bytes(file_no: int, n: int, block_rows: int = 2000, codec: str = "deflate") -> bytes:
-    cols = rows_for(file_no, n)
-    records = [dict(zip(cols, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]
-    buf = io.BytesIO()
-    fastavro.writer(buf, AVRO_SCHEMA, records, codec=codec, sync_interval=block_rows * 40)
-    return buf.getvalue()
-
-
-def big_row_parquet(file_no: int, n: int, big_at: int, big_bytes: int) -> bytes:
-    """A Parquet file like `sample_file`'s whose row `big_at` carries `big_bytes` of padding."""
-    cols = rows_for(file_no, n)
-    cols["pad"] = ["x" * big_bytes if i == big_at else "" for i in range(n)]
-    buf = io.BytesIO()
-    pq.write_table(pa.table(cols), buf, row_group_size=5000)
-    return buf.getvalue()
-
-
-def sample_file(file_no: int, n: int) -> tuple[str, bytes]:
-    """Alternating Parquet and Avro files: (suffix, bytes)."""
-    if file_no % 2:
-        return ".avro", avro_bytes(file_no, n)
-    return ".parquet", parquet_bytes(file_no, n)
 
 
 def put(webhdfs: Any, path: str, data: bytes) -> None:
@@ -190,14 +149,7 @@ class DaemonProcess:
 
 
 async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        await admin.close()
+    await create_topics(bootstrap, [topic], partitions)
 
 
 @dataclass
@@ -230,11 +182,7 @@ async def consume(bootstrap: str, topic: str, expect: int | None = None, timeout
                   settle: float = 3.0) -> Landed:
     """Everything committed in `topic`: until `expect` rows arrived (then `settle` more seconds
     to catch duplicates), or until nothing new came for `settle` seconds."""
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, isolation_level="read_committed",
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    consumer = committed_consumer(bootstrap, topic)
     await consumer.start()
     records: list[tuple[int, int, dict[str, Any], bytes | None]] = []
     nbytes = 0
@@ -296,8 +244,7 @@ async def status(url: str) -> dict[str, Any]:
 
 async def ledger_entries(bootstrap: str, ledger_topic: str, instance_id: str) -> dict[str, Any]:
     """The committed ledger's file entries (`pipeline.ledger.FileEntry`), by file name."""
-    from pipeline.ledger import LedgerState, read_ledger
+    from pipeline.ledger import LedgerState
 
-    state = LedgerState(instance_id)
-    await read_ledger(bootstrap, ledger_topic, state, {})
+    state = await read_ledger(KafkaConfig(bootstrap, ledger_topic), LedgerState(instance_id))
     return {e.path.rsplit("/", 1)[1]: e for e in state.files.values()}
