@@ -23,8 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def run(args: argparse.Namespace) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from hdfs import InsecureClient
+
+    from pipeline.kafka.client import committed_consumer, plain_producer
 
     conn = connection_from(args)
     if not conn.webhdfs_url or not conn.kafka_bootstrap:
@@ -42,15 +43,14 @@ async def run(args: argparse.Namespace) -> int:
                       "fileId": status["fileId"]}))
 
     topic = f"smoke-{run_id}"
-    producer = AIOKafkaProducer(bootstrap_servers=conn.kafka_bootstrap, acks="all")
+    producer = plain_producer(conn.kafka_bootstrap)
     await producer.start()
     try:
         for row in table.to_pylist():
             await producer.send_and_wait(topic, json.dumps(row).encode())
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=conn.kafka_bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = committed_consumer(conn.kafka_bootstrap, topic)
     await consumer.start()
     got: list[object] = []
     try:
