@@ -30,7 +30,6 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,10 +40,13 @@ from pipeline import config as config_mod
 from pipeline import ledger as ledger_mod
 from pipeline import logs
 from pipeline.config import Config, SourceConfig
-from pipeline.items import FileFinished, FileQuarantined, FilesRecorded, FileWork, Item, UnitRecords
+from pipeline.intake import Intake
+from pipeline.items import FileQuarantined, FileWork
 from pipeline.kafka import errors as kafka_errors
+from pipeline.kafka.committer import Committer
+from pipeline.kafka.errors import CommitterError, Fenced, RecordsRefused
+from pipeline.kafka.transaction import CommitStats, Committed, TransactionBuilder
 from pipeline.ledger import FileEntry, LedgerState
-from pipeline.producer import Committer, CommitterError, Fenced, RecordsRefused
 from pipeline.ratelimit import GLOBAL, RateLimiter
 from pipeline.workers import FileOpener, WorkerPool
 
@@ -53,7 +55,8 @@ log = structlog.get_logger("hdfs2kafka.daemon")
 EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_FENCED = 3
-STREAM_RECORD_INTERVAL_S = 5.0
+EXIT_FATAL = 1  # a FatalError: a setting or privilege that no retry fixes
+EXIT_INTERNAL = 70  # a programming error (EX_SOFTWARE)
 # A fenced life waits this long before reading the owner record, so that a new instance that has
 # just fenced it has committed its own claim (one round trip after its init_transactions).
 FENCE_SETTLE_S = 3.0
@@ -78,7 +81,7 @@ class FlowState:
     committer: Committer
     pool: WorkerPool
     work_queue: asyncio.Queue[FileWork]
-    in_flight: set[int] = field(default_factory=set)
+    intake: Intake
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
@@ -98,7 +101,7 @@ class Daemon:
         self.started_unix = time.time()
         self._reload_requested = False
         self._restart_requested = False
-        self._namenode: Any = None
+        self.namenode: Any = None  # the NameNode client, kept across lives
         self.limiter = RateLimiter()
         self._apply_limits()
         self.hooks: list[Any] = []  # observers (metrics, sd_notify) with optional callbacks
@@ -108,6 +111,7 @@ class Daemon:
         # flow resumes) and the record batch size each topic's broker accepts.
         self.refused: dict[int, tuple[str, str]] = {}
         self.batch_limits: dict[str, int] = {}
+        self.stats = CommitStats()  # what was committed, over the daemon's life
 
     # ------------------------------------------------------------------ life
 
@@ -151,14 +155,22 @@ class Daemon:
                               files=[{"file_id": f, "source": s, "reason": r}
                                      for f, (s, r) in exc.files.items()])
                     self.ready = False
-                except (CommitterError, ledger_mod.LedgerError, OSError, Exception) as exc:
+                except Exception as exc:
                     if isinstance(exc, CommitterError):
                         self._notify("abort")
                     if self.stopping.is_set():
                         break
+                    if not _recoverable(exc):
+                        # A bug, or a setting no retry can fix: end with a clear line and let
+                        # systemd restart us (Restart=on-failure) rather than loop on it.
+                        self.exit_code = EXIT_FATAL if _fatal(exc) else EXIT_INTERNAL
+                        log.critical("stopping: an error that recovering from the ledger cannot fix",
+                                     error=f"{type(exc).__name__}: {exc}", exit_code=self.exit_code,
+                                     exc_info=not _fatal(exc))
+                        return self.exit_code
                     self._note_error(None, f"{type(exc).__name__}: {exc}")
                     log.error("flow failed; recovering from the ledger", error=str(exc),
-                              error_type=type(exc).__name__, retry_in_s=delay,
+                              error_type=type(exc).__name__, retry_in_s=round(delay, 2),
                               exc_info=not isinstance(exc, CommitterError | OSError))
                     self.ready = False
                     try:
@@ -169,8 +181,8 @@ class Daemon:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            if self._namenode is not None:
-                await self._namenode.close()
+            if self.namenode is not None:
+                await self.namenode.close()
         log.info("stopped", exit_code=self.exit_code)
         return self.exit_code
 
@@ -332,13 +344,15 @@ class Daemon:
 
     def _build_flow(self, producer: Any, state: LedgerState) -> FlowState:
         d = self.config.daemon
+        builder = TransactionBuilder(state, retention_ms=int(d.ledger_retention_hours * 3600_000),
+                                     batch_limits=self.batch_limits)
         committer = Committer(
-            producer, state, self.config.kafka.ledger_topic,
+            producer, builder, self.config.kafka.ledger_topic,
             max_rows=d.transaction_max_rows, max_bytes=d.transaction_max_bytes,
-            max_ms=d.transaction_max_ms, retention_ms=int(d.ledger_retention_hours * 3600_000),
+            max_ms=d.transaction_max_ms,
             # Few units between the speed limiter and Kafka: a changed limit shows within a second.
             queue_size=max(2, self.workers), wait_timeout_s=self._wait_timeout_s(),
-            batch_limits=self.batch_limits, on_commit=self._on_commit)
+            on_commit=self._on_commit)
         work_queue: asyncio.Queue[FileWork] = asyncio.Queue(maxsize=d.queue_size)
         pool = WorkerPool(
             queue=work_queue, out=committer.queue, sources=self._source_config,
@@ -350,16 +364,21 @@ class Daemon:
             unit_rows=d.unit_rows, workers=self.workers,
             limiter=self.limiter, is_paused=self._is_paused,
             on_source_failed=self._source_failed, locate=self._locate)
-        return FlowState(state=state, committer=committer, pool=pool, work_queue=work_queue)
+        intake = Intake(state, to_committer=committer.queue, to_workers=work_queue,
+                        sources=lambda: [rt.config for rt in self.sources.values()],
+                        refused=self.refused, on_detected=self._on_detected,
+                        on_ready=self._mark_ready, on_edits=self._on_edits)
+        return FlowState(state=state, committer=committer, pool=pool, work_queue=work_queue,
+                         intake=intake)
 
     async def _stream(self, flow: FlowState) -> None:
         flow.pool.start()
         committer_task = asyncio.create_task(flow.committer.run(), name="committer")
-        detect_task = asyncio.create_task(self._detect(flow), name="detector")
+        intake_task = asyncio.create_task(self._detect(flow), name="intake")
         stop_task = asyncio.create_task(self.stopping.wait(), name="stop")
         try:
             while True:
-                done, _ = await asyncio.wait([committer_task, detect_task, stop_task],
+                done, _ = await asyncio.wait([committer_task, intake_task, stop_task],
                                              timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
                 if self._reload_requested:
                     self._reload_requested = False
@@ -374,8 +393,11 @@ class Daemon:
                         if exc is not None:
                             raise exc
                         raise CommitterError(f"{t.get_name()} ended unexpectedly")
+                failure = flow.pool.failure()
+                if failure is not None:
+                    raise failure
             # Drain: stop detecting and decoding, then commit what the committer holds.
-            detect_task.cancel()
+            intake_task.cancel()
             await flow.pool.stop()
             flow.committer.stop()
             try:
@@ -387,235 +409,58 @@ class Daemon:
                 raise committer_task.exception()  # type: ignore[misc]
         finally:
             stop_task.cancel()
-            for t in (detect_task, committer_task, *flow.tasks):
+            for t in (intake_task, committer_task, *flow.tasks):
                 t.cancel()
-            await asyncio.gather(detect_task, committer_task, *flow.tasks, return_exceptions=True)
+            await asyncio.gather(intake_task, committer_task, *flow.tasks, return_exceptions=True)
             await flow.pool.stop()
 
-    # ------------------------------------------------------------------ detection
+    async def _detect(self, flow: FlowState) -> None:
+        client = await self.namenode_client()
+        listing = self.config.hdfs.detector == "listing"
+        await flow.intake.run(client, listing_interval=self.config.hdfs.listing_interval_s if listing else None)
 
-    async def _namenode_client(self) -> Any:
-        if self._namenode is None:
+    async def namenode_client(self) -> Any:
+        """The NameNode client, kept across lives (its connection outlives a failed flow)."""
+        if self.namenode is None:
             from hdfswatch.namenode import NameNodeClient
 
             h = self.config.hdfs
             if h.namenodes:
-                self._namenode = NameNodeClient(list(h.namenodes), user=h.user)
+                self.namenode = NameNodeClient(list(h.namenodes), user=h.user)
             else:
-                self._namenode = NameNodeClient.from_hadoop_conf(h.hadoop_conf_dir, user=h.user)
-        return self._namenode
-
-    async def _detect(self, flow: FlowState) -> None:
-        state = flow.state
-        client = await self._namenode_client()
-        # Files recorded but unfinished go first, in the order they became ready.
-        for entry in state.unfinished():
-            await self._dispatch(flow, entry, entry.next)
-        if self.config.hdfs.detector == "listing":
-            self._mark_ready()
-            await self._detect_by_listing(flow, client)
-            return
-        await self._detect_by_edits(flow, client)
-
-    async def _detect_by_edits(self, flow: FlowState, client: Any) -> None:
-        from hdfswatch.detector import FileDetector
-        from hdfswatch.events import Gap
-
-        state = flow.state
-        first_start = state.stream_txid is None
-        if first_start:
-            anchor = await client.get_current_txid()
-            start_txid = anchor + 1
-        else:
-            start_txid = (state.stream_txid or 0) + 1
-        new_sources = [s for s in self.sources.values() if s.config.name not in state.sources]
-        if new_sources:
-            earliest = [s.config for s in new_sources if s.config.start_from == "earliest"]
-            anchor_txid = start_txid - 1 if first_start else await client.get_current_txid()
-            if earliest:
-                await self._reconcile(flow, client, earliest, reason="first start (earliest)")
-            await flow.committer.queue.put(FilesRecorded(
-                entries=[], stream_txid=anchor_txid if first_start else None,
-                sources_started=[s.config.name for s in new_sources]))
-        self._mark_ready()
-        detector = FileDetector(client, [s.config.path for s in self.sources.values()])
-        self._detector = detector
-        from hdfswatch.tailer import EditTailer
-
-        tailer = EditTailer(client, start_txid=start_txid)
-        self._tailer = tailer
-        last_record = time.monotonic()
-        last_recorded_txid = start_txid - 1
-        async for item in tailer:
-            self.edit_txid = tailer.last_txid
-            self.last_edit_batch_unix = time.time()
-            if isinstance(item, Gap):
-                log.warning("edit-stream gap: events were purged before we read them; reconciling "
-                            "by listing", requested_txid=item.requested_txid,
-                            first_available_txid=item.first_available_txid)
-                await self._reconcile(flow, client, [s.config for s in self.sources.values()],
-                                      reason="edit-stream gap")
-                continue
-            detector.set_patterns([s.config.path for s in self.sources.values()])
-            readies = await detector.feed(item)
-            entries = self._admit(flow, readies, listed=False)
-            txid = item.txid
-            if entries or (txid > last_recorded_txid and time.monotonic() - last_record > STREAM_RECORD_INTERVAL_S):
-                await self._record(flow, entries, stream_txid=txid)
-                last_record = time.monotonic()
-                last_recorded_txid = txid
-
-    async def _detect_by_listing(self, flow: FlowState, client: Any) -> None:
-        state = flow.state
-        new_sources = [s.config.name for s in self.sources.values() if s.config.name not in state.sources]
-        for name in new_sources:
-            src = self.sources[name].config
-            if src.start_from == "latest":
-                # Everything there now counts as already streamed for a `latest` source.
-                await self._reconcile(flow, client, [src], reason="first start (latest)", skip=True)
-        if new_sources:
-            await flow.committer.queue.put(FilesRecorded(entries=[], sources_started=new_sources))
-        while True:
-            await self._reconcile(flow, client, [s.config for s in self.sources.values()], reason="poll")
-            await asyncio.sleep(self.config.hdfs.listing_interval_s)
-
-    async def _reconcile(self, flow: FlowState, client: Any, sources: Iterable[SourceConfig],
-                         reason: str, skip: bool = False) -> None:
-        from hdfswatch.listing import ListingDetector
-
-        sources = list(sources)
-        if not sources:
-            return
-        listing = ListingDetector(client, [s.path for s in sources])
-        found = 0
-        async for ready in listing.scan():
-            entries = self._admit(flow, [ready], listed=True, only=sources)
-            if not entries:
-                continue
-            found += len(entries)
-            if skip:
-                entries = [e if e.finished else ledger_mod.advance(e, state=ledger_mod.DONE)
-                           for e in entries]
-            await self._record(flow, entries)
-        log.info("listing reconciled", reason=reason, sources=[s.name for s in sources], new_files=found)
+                self.namenode = NameNodeClient.from_hadoop_conf(h.hadoop_conf_dir, user=h.user)
+        return self.namenode
 
     async def _locate(self, entry: FileEntry, source: SourceConfig) -> str | None:
         """Where a file renamed while it is read is now, if its source still holds it."""
         from hdfswatch.detector import PathMatcher
         from hdfswatch.listing import locate_file
 
-        client = await self._namenode_client()
+        client = await self.namenode_client()
         return await locate_file(client, entry.file_id, PathMatcher([source.path]))
-
-    def _route(self, path: str, only: Iterable[SourceConfig] | None = None) -> SourceConfig | None:
-        from hdfswatch.detector import PathMatcher
-
-        for src in only if only is not None else (s.config for s in self.sources.values()):
-            if PathMatcher([src.path]).matches(path):
-                return src
-        return None
-
-    def _admit(self, flow: FlowState, readies: Iterable[Any], listed: bool,
-               only: Iterable[SourceConfig] | None = None) -> list[FileEntry]:
-        """Ledger entries for the ready files that must be produced (not done, not in flight),
-        and quarantined entries for done files that changed in a way that cannot be streamed."""
-        out: list[FileEntry] = []
-        only = list(only) if only is not None else None
-        for r in readies:
-            src = self._route(r.path, only)
-            if src is None:
-                continue
-            if r.file_id in flow.in_flight:
-                continue  # streaming, or renamed while it streams: its worker follows it
-            fmt = src.format if src.format != "auto" else ("avro" if r.path.endswith(".avro") else "parquet")
-            verdict, start = flow.state.decide(r.file_id, r.size, r.mtime, fmt, listed)
-            if verdict == "skip":
-                continue
-            entry = FileEntry(source=src.name, path=r.path, file_id=r.file_id, size=r.size, mtime=r.mtime,
-                              ready_txid=getattr(r, "txid", None), ready_ms=ledger_mod.now_ms(),
-                              next=start)
-            known = flow.state.files.get(r.file_id)
-            if known is not None and verdict in ("appended", "changed"):
-                # The same file: its rows already streamed still count.
-                entry = ledger_mod.advance(entry, rows=known.rows)
-            if verdict == "changed":
-                # Streaming it again would repeat rows (or send rows of a file that is no more
-                # what was streamed): quarantined, at its new size, so the change is seen once.
-                was = known.size if known is not None else None
-                how = "truncated" if was is not None and r.size < was else "rewritten or appended to"
-                entry = ledger_mod.advance(
-                    entry, state=ledger_mod.QUARANTINED, next=known.next if known else None,
-                    reason=f"{r.path}: changed after it was streamed ({how}: {was} -> {r.size} "
-                           f"bytes); {fmt} files are streamed once: write a new file instead")
-                log.warning("done file changed; quarantined", source=src.name, path=r.path,
-                            file_id=r.file_id, reason=entry.reason)
-            self.sources[src.name].files_detected += 1
-            out.append(entry)
-        return out
-
-    async def _record(self, flow: FlowState, entries: list[FileEntry],
-                      stream_txid: int | None = None) -> None:
-        """Record admitted files (with the edit-stream txid they were seen up to) and start
-        them. A quarantined one goes to the committer as a quarantine (ledger, metric, /status
-        and dead-letter topic together), ahead of the txid, so a crash cannot skip it."""
-        fresh = []
-        for e in entries:
-            if e.state != ledger_mod.QUARANTINED:
-                fresh.append(e)
-                continue
-            src = self._source_config(e.source)
-            flow.in_flight.add(e.file_id)  # until committed: a second event for it is the same
-            await flow.committer.queue.put(FileQuarantined(
-                file_id=e.file_id, source=e.source, reason=e.reason or "quarantined",
-                position=e.next, dead_letter_topic=src.errors.dead_letter_topic if src else None,
-                entry=e))
-        for e in fresh:
-            if e.finished:
-                # Recorded as done (a `latest` source's first listing): not admitted again
-                # before the record is committed.
-                flow.in_flight.add(e.file_id)
-        if fresh or stream_txid is not None:
-            await flow.committer.queue.put(FilesRecorded(entries=fresh, stream_txid=stream_txid))
-        for e in fresh:
-            await self._dispatch(flow, e, e.next)
-
-    async def _dispatch(self, flow: FlowState, entry: FileEntry, start: str | None) -> None:
-        if entry.finished:
-            return
-        flow.in_flight.add(entry.file_id)
-        refused = self.refused.get(entry.file_id)
-        if refused is not None:
-            # Kafka refused its records: quarantined where its committed rows end (the entry is
-            # recorded before this, in the same or an earlier transaction).
-            _, reason = refused
-            src = self._source_config(entry.source)
-            log.error("file quarantined", source=entry.source, path=entry.path, reason=reason,
-                      position=entry.next)
-            await flow.committer.queue.put(FileQuarantined(
-                file_id=entry.file_id, source=entry.source, reason=reason, position=entry.next,
-                dead_letter_topic=src.errors.dead_letter_topic if src else None))
-            return
-        await flow.work_queue.put(FileWork(entry=entry, start=start))
 
     # ------------------------------------------------------------------ callbacks
 
-    def _on_commit(self, items: list[Item]) -> None:
-        flow = self.flow
-        for item in items:
-            if (isinstance(item, UnitRecords) and item.final) or isinstance(item, FileFinished | FileQuarantined):
-                if flow is not None:
-                    flow.in_flight.discard(item.file_id)
-            if isinstance(item, FilesRecorded) and flow is not None:
-                for e in item.entries:
-                    if e.finished:
-                        flow.in_flight.discard(e.file_id)
+    def _on_commit(self, committed: Committed) -> None:
+        if self.flow is not None:
+            self.flow.intake.on_commit(committed.items)
+        self.stats.add(committed)
+        for item in committed.items:
             if isinstance(item, FileQuarantined):
-                self.refused.pop(item.file_id, None)
                 self._note_error(item.source, item.reason)
         for hook in self.hooks:
             fn = getattr(hook, "on_commit", None)
             if fn:
-                fn(items)
+                fn(committed)
+
+    def _on_detected(self, source: str) -> None:
+        rt = self.sources.get(source)
+        if rt is not None:
+            rt.files_detected += 1
+
+    def _on_edits(self, txid: int | None) -> None:
+        self.edit_txid = txid
+        self.last_edit_batch_unix = time.time()
 
     def _source_config(self, name: str) -> SourceConfig | None:
         rt = self.sources.get(name)
@@ -754,3 +599,22 @@ class Daemon:
         self._reload_result(False)
         self._notify("ready")
         return False
+
+
+def _fatal(exc: BaseException) -> bool:
+    from hdfswatch.errors import FatalError
+
+    return isinstance(exc, FatalError)
+
+
+def _recoverable(exc: BaseException) -> bool:
+    """A failure a new life may not meet: Kafka, HDFS or the network away, a failed transaction,
+    a transient error. Anything else (a bug, a FatalError) ends the daemon."""
+    from aiokafka.errors import KafkaError
+
+    from hdfswatch.errors import HdfsWatchError, TransientError
+
+    if _fatal(exc):
+        return False
+    return isinstance(exc, CommitterError | ledger_mod.LedgerError | OSError | TimeoutError
+                      | KafkaError | HdfsWatchError | TransientError)

@@ -81,7 +81,7 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
                           "rows_done": p.rows_done, "rows_total": p.rows_total,
                           "bytes_total": p.size,
                           "position": p.position, "worker": p.worker})
-    stats = flow.committer.stats if flow is not None else None
+    stats = daemon.stats
     sources = []
     for name, rt in daemon.sources.items():
         c = rt.config
@@ -91,9 +91,9 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
             "failed": rt.failed,
             "rows_per_second_limit": daemon.limiter.rows_rate(name),
             "bytes_per_second_limit": daemon.limiter.bytes_rate(name),
-            "rows_committed": stats.rows.get(name, 0) if stats else 0,
-            "files_done": stats.files_done.get(name, 0) if stats else 0,
-            "files_quarantined": stats.files_quarantined.get(name, 0) if stats else 0,
+            "rows_committed": stats.rows.get(name, 0),
+            "files_done": stats.files_done.get(name, 0),
+            "files_quarantined": stats.files_quarantined.get(name, 0),
             "files_detected": rt.files_detected,
         })
     lag = None
@@ -109,8 +109,8 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
         "edit_stream": {"txid": daemon.edit_txid, "namenode_txid": daemon.namenode_txid, "lag": lag,
                         "last_batch_age_s": round(time.time() - daemon.last_edit_batch_unix, 3)
                         if daemon.last_edit_batch_unix else None},
-        "transactions": {"committed": stats.transactions if stats else 0,
-                         "last_commit_unix": stats.last_commit_unix if stats else None},
+        "transactions": {"committed": stats.transactions,
+                         "last_commit_unix": stats.last_commit_unix or None},
         "sources": sources,
         "files_in_flight": files,
         "last_errors": daemon.last_errors[-10:],

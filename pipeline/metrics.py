@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from pipeline.items import FileFinished, FileQuarantined, FilesRecorded, Item, UnitRecords
+from pipeline.kafka.transaction import Committed
 
 if TYPE_CHECKING:
     from pipeline.daemon import Daemon
@@ -56,30 +56,25 @@ class Metrics:
 
     # ---- daemon hooks
 
-    def on_commit(self, items: list[Item]) -> None:
+    def on_commit(self, c: Committed) -> None:
         now = time.monotonic()
         self.txn_committed.inc()
-        for item in items:
-            if isinstance(item, UnitRecords):
-                self.rows.labels(item.source).inc(item.rows)
-                self.bytes.labels(item.source).inc(item.nbytes)
-                if item.final:
-                    self.files_completed.labels(item.source).inc()
-                    if item.ready_monotonic is not None:
-                        self.e2e_latency.labels(item.source).observe(now - item.ready_monotonic)
-            elif isinstance(item, FileFinished):
-                self.files_completed.labels(item.source).inc()
-                if item.ready_monotonic is not None:
-                    self.e2e_latency.labels(item.source).observe(now - item.ready_monotonic)
-            elif isinstance(item, FileQuarantined):
-                self.files_failed.labels(item.source).inc()
-            elif isinstance(item, FilesRecorded):
-                wall = time.time() * 1000
-                for e in item.entries:
-                    if e.state == "pending":
-                        self.files_detected.labels(e.source).inc()
-                        if e.ready_txid is not None and e.mtime > 0:
-                            self.detection_latency.labels(e.source).observe(max(0.0, (e.ready_ms or wall) - e.mtime) / 1000)
+        for source, n in c.rows.items():
+            self.rows.labels(source).inc(n)
+        for source, n in c.bytes.items():
+            self.bytes.labels(source).inc(n)
+        for source, n in c.files_done.items():
+            self.files_completed.labels(source).inc(n)
+        for source, n in c.files_quarantined.items():
+            self.files_failed.labels(source).inc(n)
+        for source, ready_monotonic in c.finished:
+            if ready_monotonic is not None:
+                self.e2e_latency.labels(source).observe(now - ready_monotonic)
+        wall = time.time() * 1000
+        for e in c.recorded:
+            self.files_detected.labels(e.source).inc()
+            if e.ready_txid is not None and e.mtime > 0:
+                self.detection_latency.labels(e.source).observe(max(0.0, (e.ready_ms or wall) - e.mtime) / 1000)
 
     def on_abort(self) -> None:
         self.txn_aborted.inc()
@@ -132,7 +127,7 @@ class _StateCollector:
         yield gauge("workers", "Configured workers", float(flow.pool.size) if flow else 0.0)
         yield gauge("workers_busy", "Workers streaming a file", float(flow.pool.busy) if flow else 0.0)
         yield gauge("files_in_flight", "Files detected and not yet done",
-                    float(len(flow.in_flight)) if flow else 0.0)
+                    float(len(flow.intake.in_flight)) if flow else 0.0)
         if flow:
             counts = flow.state.counts()
             yield gauge("ledger_entries", "File entries held in the ledger by state", labels=["state"],

@@ -42,7 +42,7 @@ async def _poll_namenode_txid(daemon: Daemon, interval: float = 5.0) -> None:
     """Keep the NameNode's current txid fresh for the edit-stream lag."""
     while True:
         await asyncio.sleep(interval)
-        client = daemon._namenode
+        client = daemon.namenode
         if client is None or daemon.config.hdfs.detector != "inotify":
             continue
         try:

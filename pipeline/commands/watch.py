@@ -63,11 +63,9 @@ def _line(event: str, obj: Any = None, **extra: Any) -> None:
 
 
 async def _watch(args: argparse.Namespace) -> int:
-    from hdfswatch.detector import FileDetector
-    from hdfswatch.events import EventBatch, event_name
-    from hdfswatch.listing import ListingDetector
+    from hdfswatch.events import event_name
     from hdfswatch.namenode import NameNodeClient
-    from hdfswatch.tailer import EditTailer
+    from hdfswatch.watch import Batch, Gap, Listed, Watch
 
     conn = connection_from(args)
     if conn.namenodes:
@@ -77,40 +75,34 @@ async def _watch(args: argparse.Namespace) -> int:
     ready = 0
     async with client:
         if args.listing:
-            listing = ListingDetector(client, args.path)
-            _line("watching", mode="listing", namenodes=list(client.addresses),
+            watch = Watch(client, args.path, listing_interval=args.interval)
+            _line("watching", mode="listing", namenodes=list(client.addresses), patterns=args.path)
+        else:
+            start = args.from_txid
+            if start is None:
+                # Asked here, not by the tailer, so that the first line can say where it starts
+                # (and a missing privilege fails before anything is printed).
+                current = await client.get_current_txid()
+                start = current + 1 if current >= 0 else None
+            watch = Watch(client, args.path, start_txid=start)
+            _line("watching", mode="edits", from_txid=start, namenodes=list(client.addresses),
                   patterns=args.path)
-            async for file in listing.poll(args.interval):
+        async for change in watch:
+            files = []
+            if isinstance(change, Batch):
+                if args.raw:
+                    for ev in change.events:
+                        _line(event_name(ev), ev, txid=change.txid)
+                files = change.ready
+            elif isinstance(change, Listed):
+                files = [change.file]
+            elif isinstance(change, Gap):
+                _line("gap", change, missed=change.missed)
+            for file in files:
                 _line("ready", file)
                 ready += 1
                 if args.count and ready >= args.count:
                     return 0
-            return 0
-        start = args.from_txid
-        if start is None:
-            # Asked here, not by the tailer, so that the first line can say where it starts
-            # (and a missing privilege fails before anything is printed).
-            current = await client.get_current_txid()
-            start = current + 1 if current >= 0 else None
-        tailer = EditTailer(client, start)
-        detector = FileDetector(client, args.path)
-        _line("watching", mode="edits", from_txid=start, namenodes=list(client.addresses),
-              patterns=args.path)
-        async for item in tailer:
-            if isinstance(item, EventBatch):
-                if args.raw:
-                    for ev in item.events:
-                        _line(event_name(ev), ev, txid=item.txid)
-                for file in await detector.feed(item):
-                    _line("ready", file)
-                    ready += 1
-                    if args.count and ready >= args.count:
-                        return 0
-            else:
-                _line("gap", item, missed=item.missed)
-                for_listing = ListingDetector(client, detector.matcher)
-                async for file in for_listing.scan():
-                    _line("ready", file)
     return 0
 
 

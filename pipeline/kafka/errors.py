@@ -107,6 +107,25 @@ class DeliveryTimeout(Exception):
     """A send or a commit did not finish within our bound (the broker is away or stalled)."""
 
 
+class CommitterError(Exception):
+    """A transaction could not be committed; the flow restarts from the ledger."""
+
+
+class RecordsRefused(CommitterError):
+    """The broker refused records for good: `files` maps each file id to (source, reason), to be
+    quarantined at its last committed position; the transaction was aborted."""
+
+    def __init__(self, message: str, files: dict[int, tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.files = files
+
+
+class Fenced(CommitterError):
+    """The producer's epoch was bumped: another instance with the same instance_id started, or
+    the coordinator aborted a transaction that ran past transaction.timeout.ms. The daemon reads
+    the ledger's owner record to tell which."""
+
+
 def names(exc: BaseException) -> set[str]:
     return {c.__name__ for c in type(exc).__mro__}
 

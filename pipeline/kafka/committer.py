@@ -1,0 +1,254 @@
+"""The committer: one transactional Kafka producer, rows and ledger records together.
+
+Workers decode and encode in parallel and hand finished units here through a bounded queue
+(the queue is the backpressure: a slow broker slows reading). The committer keeps one
+transaction open at a time, takes items in queue order (so each file's rows keep file order)
+and commits when the transaction holds `max_rows` rows or `max_bytes` bytes or has been open
+`max_ms`. What a transaction carries, and what each failure calls for, is decided by the
+`TransactionBuilder` (pipeline/kafka/transaction.py); this loop only sends, awaits, commits and
+aborts, through aiokafka's producer API, each wait bounded (aiokafka retries a batch without end
+while the broker is away, and a commit waits for those batches).
+
+A transaction is committed only after the result of every send in it has been awaited (a
+refused batch fails only its own future; a commit issued before would commit the transaction
+without it). Any failure ends the committer with an error (after a bounded abort where one is
+needed); the daemon then rebuilds the flow from the committed ledger with a new producer,
+exactly as after a crash:
+- `RecordsRefused`: the broker refused records of some files for good; the daemon quarantines
+  those files before the others resume.
+- `Fenced`: the producer's epoch was bumped, by another instance or by the coordinator aborting
+  a transaction that outlived transaction.timeout.ms; the daemon tells which.
+- `CommitterError`: anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import structlog
+
+from pipeline.items import Item
+from pipeline.kafka import errors as kafka_errors
+from pipeline.kafka.errors import CommitterError, DeliveryTimeout
+from pipeline.kafka.transaction import Committed, Run, Send, TransactionBuilder, describe
+
+log = structlog.get_logger("hdfs2kafka.committer")
+
+
+class Committer:
+    def __init__(self, producer: Any, builder: TransactionBuilder, ledger_topic: str, *,
+                 max_rows: int, max_bytes: int, max_ms: int, queue_size: int = 16,
+                 wait_timeout_s: float = 60.0,
+                 on_commit: Callable[[Committed], None] | None = None) -> None:
+        self.producer = producer
+        self.builder = builder
+        self.ledger_topic = ledger_topic
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.max_ms = max_ms
+        self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=queue_size)
+        self.wait_timeout_s = wait_timeout_s
+        self.on_commit = on_commit
+        self._partitions: dict[str, list[int]] = {}
+        self._futures: list[asyncio.Future[Any]] = []
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Commit what is open and return from run() (graceful stop)."""
+        self._stopping = True
+
+    async def run(self) -> None:
+        b = self.builder
+        while True:
+            left = b.seconds_left(self.max_ms)
+            if left is None and self._stopping:
+                return
+            try:
+                item: Item | None = await asyncio.wait_for(self.queue.get(), left if left is not None else 0.25)
+            except TimeoutError:
+                item = None
+            if item is not None:
+                await self._add(item)
+            elif b.compaction_due():
+                # Idle: a transaction of tombstones alone keeps the ledger bounded.
+                await self._begin()
+                await self._commit()
+                continue
+            if b.due(max_rows=self.max_rows, max_bytes=self.max_bytes, max_ms=self.max_ms,
+                     draining=self._stopping and self.queue.empty()):
+                await self._commit()
+
+    # ---- one transaction
+
+    async def _begin(self) -> None:
+        if self.builder.open:
+            return
+        try:
+            await asyncio.wait_for(self.producer.begin_transaction(), self.wait_timeout_s)
+        except Exception as exc:
+            await self._fail(exc, "begin")
+        self.builder.begin()
+
+    async def _add(self, item: Item) -> None:
+        await self._begin()
+        topic = self.builder.topic_of(item)
+        parts = await self._partitions_of(topic, item) if topic is not None else []
+        try:
+            runs = self.builder.add(item, parts)
+        except CommitterError:
+            await self._abort()
+            raise
+        for run in runs:
+            await self._send(run)
+
+    async def _partitions_of(self, topic: str, item: Any) -> list[int]:
+        parts = self._partitions.get(topic)
+        if parts is not None:
+            return parts
+        # Once per topic and flow: a flow rebuilt after a failure sees a changed topic.
+        try:
+            parts = sorted(await asyncio.wait_for(self.producer.partitions_for(topic), self.wait_timeout_s)
+                           or [0])
+        except Exception as exc:
+            # No metadata for the topic: missing for good only if the broker answers without it
+            # (an unreachable broker gives the same error, and is no reason to quarantine).
+            refused = "UnknownTopicOrPartitionError" not in kafka_errors.names(exc) \
+                or await self._topic_missing(topic)
+            await self._fail(exc, f"metadata of topic {topic!r}",
+                             refused_by=(item.file_id, item.source) if refused else None)
+        self._partitions[topic] = parts
+        return parts
+
+    async def _topic_missing(self, topic: str) -> bool:
+        try:
+            cluster = await asyncio.wait_for(self.producer.client.fetch_all_metadata(),
+                                             min(10.0, self.wait_timeout_s))
+        except Exception:
+            return False
+        return bool(cluster.brokers()) and topic not in cluster.topics()
+
+    async def _send(self, run: Run) -> None:
+        if run.partition is None or run.file_id is None:
+            for i, value in enumerate(run.values):
+                await self._send_one(run.topic, value, run.keys[i] if run.keys else None, run.partition)
+            return
+        producer = self.producer
+        limit = run.max_batch_bytes
+        keys, headers = run.keys, run.headers
+        batch = producer.create_batch()
+        append = batch.append
+        records = size = 0
+        try:
+            for i, v in enumerate(run.values):
+                k = keys[i] if keys is not None else None
+                h = list(headers[i]) if headers is not None else []
+                meta = None
+                if limit is None or records == 0 or size + len(v) + 64 <= limit:
+                    meta = append(timestamp=None, key=k, value=v, headers=h)
+                if meta is None:
+                    await self._submit(batch, run, records, size)
+                    batch = producer.create_batch()
+                    append = batch.append
+                    records = size = 0
+                    meta = append(timestamp=None, key=k, value=v, headers=h)
+                    if meta is None:
+                        await self._abort()
+                        raise self.builder.record_too_large(run, len(v))
+                records += 1
+                size += meta.size
+            if records:
+                await self._submit(batch, run, records, size)
+        except CommitterError:
+            raise
+        except Exception as exc:
+            await self._fail(exc, "send", refused_by=(run.file_id, run.source or ""))
+
+    async def _submit(self, batch: Any, run: Run, records: int, size: int) -> None:
+        batch.close()
+        fut = await asyncio.wait_for(
+            self.producer.send_batch(batch, run.topic, partition=run.partition), self.wait_timeout_s)
+        self._futures.append(fut)
+        self.builder.sent(Send(run.topic, records, size, run.file_id, run.source))
+
+    async def _send_one(self, topic: str, value: bytes | None, key: bytes | None,
+                        partition: int | None) -> None:
+        try:
+            fut = await asyncio.wait_for(
+                self.producer.send(topic, value, key=key, partition=partition), self.wait_timeout_s)
+        except Exception as exc:
+            await self._fail(exc, f"send to {topic}")
+        self._futures.append(fut)
+        self.builder.sent(Send(topic, 1, len(key or b"") + len(value or b"")))
+
+    async def _commit(self) -> None:
+        for key, value in self.builder.ledger_records():
+            await self._send_one(self.ledger_topic, value, key, 0)
+        await self._await_sends()
+        try:
+            await kafka_errors.bounded(self.producer.commit_transaction(), self.wait_timeout_s)
+        except TimeoutError:
+            await self._fail(DeliveryTimeout(f"commit not confirmed within {self.wait_timeout_s:.0f}s"),
+                             "commit")
+        except Exception as exc:
+            await self._fail(exc, "commit", refused_topics=True)
+        self._futures = []
+        committed = self.builder.committed()
+        if self.on_commit:
+            self.on_commit(committed)
+
+    async def _await_sends(self) -> None:
+        """Wait for every send of the transaction; raise what the failures call for."""
+        futures = self._futures
+        pending = set(futures)
+        deadline = time.monotonic() + self.wait_timeout_s
+        while pending:
+            # The transaction may end in the background (fenced, or a partition refused by
+            # AddPartitionsToTxn) and leave futures pending forever.
+            background = kafka_errors.background_failure(self.producer)
+            if background is not None:
+                await self._fail(background, "send", refused_topics=True)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                await self._fail(DeliveryTimeout(
+                    f"{len(pending)} record batches not delivered within {self.wait_timeout_s:.0f}s "
+                    "(broker unreachable or stalled)"), "send")
+            _, pending = await asyncio.wait(pending, timeout=min(left, 0.5))
+        failures = [(exc, send) for fut, send in zip(futures, self.builder.sends, strict=True)
+                    if (exc := fut.exception()) is not None]
+        decision = self.builder.after_sends(failures)
+        if decision is not None:
+            error, abort = decision
+            cause = failures[0][0] if failures else None
+            await self._end(error, abort, cause)
+
+    # ---- failure
+
+    async def _fail(self, exc: BaseException, what: str, *, refused_by: tuple[int, str] | None = None,
+                    refused_topics: bool = False) -> NoReturn:
+        error, abort = self.builder.failure(
+            exc, what, refused_by=refused_by, refused_topics=refused_topics,
+            background=kafka_errors.background_failure(self.producer), timeout_s=self.wait_timeout_s)
+        await self._end(error, abort, exc)
+
+    async def _end(self, error: CommitterError, abort: bool, cause: BaseException | None) -> NoReturn:
+        if abort:
+            await self._abort()
+        else:
+            self._forget()
+        raise error from cause
+
+    async def _abort(self) -> None:
+        """Abort the open transaction, within a bound. If that fails too, the daemon's new
+        producer aborts it (init_transactions ends whatever the old epoch left open)."""
+        self._forget()
+        try:
+            await kafka_errors.bounded(self.producer.abort_transaction(), min(10.0, self.wait_timeout_s))
+        except Exception as exc:
+            log.info("abort not confirmed; the next producer ends the transaction", error=describe(exc))
+
+    def _forget(self) -> None:
+        self._futures = []
+        self.builder.aborted()
