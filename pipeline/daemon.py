@@ -1,15 +1,18 @@
-"""The daemon's life, top to bottom: recover, stream, reload, drain.
+"""The daemon's life, top to bottom: recover, stream, reload, drain; and its live controls.
 
     run()
       loop until stopped:
         recover()   create the ledger topic if missing; start the transactional producer (this
                     fences a zombie with the same instance_id and aborts its open transaction);
-                    read the ledger with read_committed to its end
-        stream()    tailer -> detector -> bounded work queue -> worker pool -> committer
-                    (+ listing reconciliation at first start, for new `earliest` sources and
-                    after an edit-stream gap)
-        on a failed transaction: rebuild everything from the ledger, as after a crash
-      drain         stop detection and workers, commit the open transaction, stop the producer
+                    claim the ledger; read it with read_committed to its end
+        stream()    intake (pipeline/intake.py) -> work queue -> worker pool (pipeline/workers.py)
+                    -> committer (pipeline/kafka/committer.py), until stopped, reloaded with
+                    new sources, or failed
+        on a failed transaction: rebuild everything from the ledger, as after a crash; on an
+        error no rebuild can fix (a bug, a FatalError): exit non-zero for systemd to restart
+      drain         stop intake and workers, commit the open transaction, stop the producer
+
+    controls: set_rate, pause, set_workers (live), reload (SIGHUP; per config.RELOAD)
 
 Signal handlers only set state that the loop acts on: SIGTERM/SIGINT stop, SIGHUP reloads the
 source registry.
@@ -36,6 +39,7 @@ from typing import Any
 import orjson
 import structlog
 
+from hdfswatch.backoff import Backoff
 from pipeline import config as config_mod
 from pipeline import ledger as ledger_mod
 from pipeline import logs
@@ -43,8 +47,10 @@ from pipeline.config import Config, SourceConfig
 from pipeline.intake import Intake
 from pipeline.items import FileQuarantined, FileWork
 from pipeline.kafka import errors as kafka_errors
+from pipeline.kafka.client import client_args, start_transactional_producer, stop_producer
 from pipeline.kafka.committer import Committer
 from pipeline.kafka.errors import CommitterError, Fenced, RecordsRefused
+from pipeline.kafka.ledger_io import ensure_ledger_topic, read_ledger
 from pipeline.kafka.transaction import CommitStats, Committed, TransactionBuilder
 from pipeline.ledger import FileEntry, LedgerState
 from pipeline.ratelimit import GLOBAL, RateLimiter
@@ -124,12 +130,12 @@ class Daemon:
             self.request_stop()
         log.info("starting", instance_id=self.config.daemon.instance_id,
                  sources=[s.name for s in self.config.sources], config=self.config.path)
-        delay = 1.0
+        backoff = Backoff(initial=1.0, cap=30.0)
         try:
             while not self.stopping.is_set():
                 try:
                     await self._live_until_stopped()
-                    delay = 1.0
+                    backoff.reset()
                 except Fenced as exc:
                     self._notify("abort")
                     owner = await self._owner_after_fence()
@@ -169,6 +175,7 @@ class Daemon:
                                      exc_info=not _fatal(exc))
                         return self.exit_code
                     self._note_error(None, f"{type(exc).__name__}: {exc}")
+                    delay = backoff.next_delay()
                     log.error("flow failed; recovering from the ledger", error=str(exc),
                               error_type=type(exc).__name__, retry_in_s=round(delay, 2),
                               exc_info=not isinstance(exc, CommitterError | OSError))
@@ -177,7 +184,6 @@ class Daemon:
                         await asyncio.wait_for(self.stopping.wait(), delay)
                     except TimeoutError:
                         pass
-                    delay = min(delay * 2, 30.0)
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
@@ -229,7 +235,7 @@ class Daemon:
             await self._stream(flow)
         finally:
             self.flow = None
-            await self._stop_producer(producer)
+            await stop_producer(producer)
 
     async def _claim(self, producer: Any) -> None:
         """Commit this life's owner record: who fenced whom can be read back from the ledger."""
@@ -257,82 +263,33 @@ class Daemon:
             await asyncio.wait_for(self.stopping.wait(), FENCE_SETTLE_S)
         except TimeoutError:
             pass
-        k = self.config.kafka
         state = LedgerState(self.config.daemon.instance_id)
         try:
-            await ledger_mod.read_ledger(k.bootstrap, k.ledger_topic, state, self._client_args(),
-                                         timeout_s=self._wait_timeout_s())
+            await read_ledger(self.config.kafka, state, timeout_s=self._wait_timeout_s())
         except Exception as exc:
             log.warning("could not read the ledger's owner record after a fence; recovering",
                         error=f"{type(exc).__name__}: {exc}")
             return None
         return state.owner
 
-    async def _stop_producer(self, producer: Any) -> None:
-        """Stop the producer within a bound: aiokafka's stop waits for batches it retries
-        without end while the broker is away."""
-        try:
-            await asyncio.wait_for(producer.stop(), 10.0)
-        except Exception as exc:
-            log.warning("producer did not stop cleanly; closing its connections",
-                        error=f"{type(exc).__name__}: {exc}")
-            sender = getattr(producer, "_sender", None)
-            try:
-                if sender is not None:
-                    await asyncio.wait_for(sender.close(), 5.0)
-                await asyncio.wait_for(producer.client.close(), 5.0)
-            except Exception:
-                log.warning("producer connections not closed", exc_info=True)
-
     def _wait_timeout_s(self) -> float:
         """The bound on any single wait on Kafka in a transaction: past it, the coordinator has
         aborted the transaction anyway."""
-        return kafka_errors.transaction_timeout_ms(self._client_args()) / 1000
+        return kafka_errors.transaction_timeout_ms(client_args(self.config.kafka.client)) / 1000
 
     # ------------------------------------------------------------------ recover
 
     async def _start_producer(self) -> Any:
-        from aiokafka import AIOKafkaProducer
-        from aiokafka.errors import KafkaError
-
-        k = self.config.kafka
-        await ledger_mod.ensure_topic(k.bootstrap, k.ledger_topic, self._client_args(), k.ledger_replication)
-        args = self._client_args()
-        args.setdefault("max_batch_size", 512 * 1024)
-        args.setdefault("linger_ms", 5)
-        producer = AIOKafkaProducer(
-            bootstrap_servers=k.bootstrap,
-            transactional_id=f"hdfs2kafka-{self.config.daemon.instance_id}",
-            enable_idempotence=True, acks="all", **args)
-        try:
-            # Starting the transactional producer fences any zombie with the same id and aborts
-            # its open transaction, so the ledger can then be read to its end.
-            await producer.start()
-        except KafkaError:
-            await producer.stop()
-            raise
-        return producer
-
-    def _client_args(self) -> dict[str, Any]:
-        args = {k: v for k, v in self.config.kafka.client.items() if k != "_ssl"}
-        ssl = self.config.kafka.client.get("_ssl")
-        if ssl:
-            from aiokafka.helpers import create_ssl_context
-
-            ctx = create_ssl_context(cafile=ssl.get("ssl.ca.location"),
-                                     certfile=ssl.get("ssl.certificate.location"),
-                                     keyfile=ssl.get("ssl.key.location"),
-                                     password=ssl.get("ssl.key.password"))
-            if ssl.get("ssl.endpoint.identification.algorithm", "https") == "":
-                ctx.check_hostname = False
-            args["ssl_context"] = ctx
-        return args
+        """Create the ledger topic if missing; start the transactional producer (this fences a
+        zombie with the same instance_id and aborts its open transaction, so the ledger can then
+        be read to its end)."""
+        await ensure_ledger_topic(self.config.kafka)
+        return await start_transactional_producer(self.config.kafka, self.config.daemon.instance_id)
 
     async def _recover(self) -> LedgerState:
         started = time.monotonic()
-        k = self.config.kafka
         state = LedgerState(self.config.daemon.instance_id)
-        await ledger_mod.read_ledger(k.bootstrap, k.ledger_topic, state, self._client_args())
+        await read_ledger(self.config.kafka, state)
         counts = state.counts()
         log.info("ledger read", records=state.records_read, stream_txid=state.stream_txid,
                  unfinished=counts["pending"] + counts["active"], done=counts["done"],
