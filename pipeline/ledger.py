@@ -216,25 +216,3 @@ def now_ms() -> int:
 
 def tombstones(state: LedgerState, entries: Iterable[FileEntry]) -> list[tuple[bytes, None]]:
     return [(state.keys.file(e.file_id), None) for e in entries]
-
-
-# --------------------------------------------------------------------------- former names
-# Kept while pipeline/daemon.py still calls them; pipeline.kafka.ledger_io takes the KafkaConfig.
-
-
-async def ensure_topic(bootstrap: str, topic: str, client_args: dict[str, Any],
-                       replication: int | None = None) -> None:
-    """`pipeline.kafka.ledger_io.ensure_ledger_topic`, by its former arguments."""
-    from pipeline.config import KafkaConfig
-    from pipeline.kafka.ledger_io import ensure_ledger_topic
-
-    await ensure_ledger_topic(KafkaConfig(bootstrap, topic, replication, client_args))
-
-
-async def read_ledger(bootstrap: str, topic: str, state: LedgerState, client_args: dict[str, Any],
-                      timeout_s: float = 120.0) -> LedgerState:
-    """`pipeline.kafka.ledger_io.read_ledger`, by its former arguments."""
-    from pipeline.config import KafkaConfig
-    from pipeline.kafka import ledger_io
-
-    return await ledger_io.read_ledger(KafkaConfig(bootstrap, topic, None, client_args), state, timeout_s)
