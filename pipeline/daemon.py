@@ -36,7 +36,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import structlog
 
 from hdfswatch.backoff import Backoff
@@ -50,7 +49,7 @@ from pipeline.kafka import errors as kafka_errors
 from pipeline.kafka.client import client_args, start_transactional_producer, stop_producer
 from pipeline.kafka.committer import Committer
 from pipeline.kafka.errors import CommitterError, Fenced, RecordsRefused
-from pipeline.kafka.ledger_io import ensure_ledger_topic, read_ledger
+from pipeline.kafka.ledger_io import claim_ledger, ensure_ledger_topic, read_ledger
 from pipeline.kafka.transaction import CommitStats, Committed, TransactionBuilder
 from pipeline.ledger import FileEntry, LedgerState
 from pipeline.ratelimit import GLOBAL, RateLimiter
@@ -240,21 +239,9 @@ class Daemon:
     async def _claim(self, producer: Any) -> None:
         """Commit this life's owner record: who fenced whom can be read back from the ledger."""
         self.life_id = uuid.uuid4().hex
-        value = orjson.dumps({"life": self.life_id, "host": socket.gethostname(), "pid": os.getpid(),
-                              "started_ms": ledger_mod.now_ms()})
-        key = ledger_mod.Keys(self.config.daemon.instance_id).owner()
-        timeout = self._wait_timeout_s()
-        try:
-            await asyncio.wait_for(producer.begin_transaction(), timeout)
-            fut = await asyncio.wait_for(
-                producer.send(self.config.kafka.ledger_topic, value, key=key, partition=0), timeout)
-            await kafka_errors.bounded(fut, timeout)
-            await kafka_errors.bounded(producer.commit_transaction(), timeout)
-        except Exception as exc:
-            failure = kafka_errors.background_failure(producer) or exc
-            if kafka_errors.is_fenced(failure):
-                raise Fenced(f"fenced while claiming the ledger: {failure!r}") from exc
-            raise CommitterError(f"could not claim the ledger: {type(exc).__name__}: {exc}") from exc
+        await claim_ledger(producer, self.config.kafka, self.config.daemon.instance_id, {
+            "life": self.life_id, "host": socket.gethostname(), "pid": os.getpid(),
+            "started_ms": ledger_mod.now_ms()}, timeout_s=self._wait_timeout_s())
         log.info("ledger claimed", life=self.life_id)
 
     async def _owner_after_fence(self) -> str | None:

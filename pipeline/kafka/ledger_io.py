@@ -1,14 +1,19 @@
 """The ledger topic's I/O: create it (compacted, one partition) or check the one there, and fold
-every committed record of it into a `LedgerState`. What the records mean is `pipeline.ledger`'s."""
+every committed record of it into a `LedgerState`; claim it for a life (the owner record). What
+the records mean is `pipeline.ledger`'s."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import orjson
+
 from pipeline.config import KafkaConfig
+from pipeline.kafka import errors as kafka_errors
 from pipeline.kafka.client import admin_client, committed_consumer
-from pipeline.ledger import LedgerError, LedgerState
+from pipeline.kafka.errors import CommitterError, Fenced
+from pipeline.ledger import Keys, LedgerError, LedgerState
 
 LEDGER_TOPIC_CONFIG = {
     "cleanup.policy": "compact",
@@ -88,3 +93,22 @@ async def read_ledger(kafka: KafkaConfig, state: LedgerState, timeout_s: float =
     finally:
         await consumer.stop()
     return state
+
+
+async def claim_ledger(producer: Any, kafka: KafkaConfig, instance_id: str, owner: dict[str, Any], *,
+                       timeout_s: float) -> None:
+    """Commit `owner` as the ledger's owner record, in a transaction of its own, with a
+    producer that has just fenced the previous one: after a fence, reading the record back
+    tells another instance from a transaction the coordinator timed out."""
+    key = Keys(instance_id).owner()
+    try:
+        await asyncio.wait_for(producer.begin_transaction(), timeout_s)
+        fut = await asyncio.wait_for(
+            producer.send(kafka.ledger_topic, orjson.dumps(owner), key=key, partition=0), timeout_s)
+        await kafka_errors.bounded(fut, timeout_s)
+        await kafka_errors.bounded(producer.commit_transaction(), timeout_s)
+    except Exception as exc:
+        failure = kafka_errors.background_failure(producer) or exc
+        if kafka_errors.is_fenced(failure):
+            raise Fenced(f"fenced while claiming the ledger: {failure!r}") from exc
+        raise CommitterError(f"could not claim the ledger: {type(exc).__name__}: {exc}") from exc
