@@ -185,12 +185,7 @@ class IpcConnection:
         """Call `method`; parse the reply as `response`."""
         payload = await self.call_raw(method, request.SerializeToString(),
                                       reply_timeout=reply_timeout)
-        msg = response()
-        try:
-            msg.ParseFromString(payload)
-        except DecodeError as exc:
-            raise ProtocolError(f"undecodable {method} reply: {exc}") from None
-        return msg
+        return parse_reply(method, payload, response)
 
     async def _read_loop(self) -> None:
         assert self._reader is not None
@@ -253,3 +248,13 @@ class IpcConnection:
             with contextlib.suppress(Exception):
                 self._writer.close()
                 await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+
+
+def parse_reply(method: str, payload: bytes, response: type[M]) -> M:
+    """The reply of `method` parsed as `response`; ProtocolError if it does not parse."""
+    msg = response()
+    try:
+        msg.ParseFromString(payload)
+    except DecodeError as exc:
+        raise ProtocolError(f"undecodable {method} reply: {exc}") from None
+    return msg

@@ -20,10 +20,10 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import structlog
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from hdfswatch.backoff import Backoff
-from hdfswatch.connection import Authenticator, IpcConnection, SimpleAuth
+from hdfswatch.connection import Authenticator, IpcConnection, SimpleAuth, parse_reply
 from hdfswatch.errors import (
     CallTimeoutError,
     ConfigError,
@@ -31,7 +31,6 @@ from hdfswatch.errors import (
     FileNotFound,
     NameNodeConnectError,
     NameNodeUnavailableError,
-    ProtocolError,
     RetriableRemoteError,
     RpcServerError,
     StandbyError,
@@ -292,12 +291,7 @@ class NameNodeClient:
         """Call a ClientProtocol method with a request message; parse its response."""
         payload = await self.call_raw(method, request.SerializeToString(),
                                       idempotent=idempotent, reply_timeout=reply_timeout)
-        msg = response()
-        try:
-            msg.ParseFromString(payload)
-        except DecodeError as exc:
-            raise ProtocolError(f"undecodable {method} reply: {exc}") from None
-        return msg
+        return parse_reply(method, payload, response)
 
     # ---------------------------------------------------------------- edit stream
 
