@@ -59,6 +59,11 @@ class CallTimeoutError(HdfsWatchError, TransientError):
     """A call got no reply within its timeout."""
 
 
+class EditLogNotOpen(HdfsWatchError, TransientError):
+    """The NameNode answered txid -1: its edit log is not open yet (it is starting, or becoming
+    active after a failover). There is no position to read the edit stream from yet."""
+
+
 class NameNodeUnavailableError(HdfsWatchError, TransientError):
     """No NameNode in the list answered as active within the retry budget.
 

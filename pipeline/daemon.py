@@ -117,6 +117,7 @@ class Daemon:
         self.refused: dict[int, tuple[str, str]] = {}
         self.batch_limits: dict[str, int] = {}
         self.stats = CommitStats()  # what was committed, over the daemon's life
+        self.backoff = Backoff(initial=1.0, cap=30.0)  # between lives that failed in a row
 
     # ------------------------------------------------------------------ life
 
@@ -129,7 +130,7 @@ class Daemon:
             self.request_stop()
         log.info("starting", instance_id=self.config.daemon.instance_id,
                  sources=[s.name for s in self.config.sources], config=self.config.path)
-        backoff = Backoff(initial=1.0, cap=30.0)
+        backoff = self.backoff
         try:
             while not self.stopping.is_set():
                 try:

@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 
 from hdfswatch.detector import FileReady, PathMatcher
+from hdfswatch.errors import EditLogNotOpen
 from pipeline import ledger as ledger_mod
 from pipeline.config import SourceConfig
 from pipeline.items import FileFinished, FileQuarantined, FilesRecorded, FileWork, Item, UnitRecords
@@ -65,13 +66,19 @@ class Intake:
         for entry in self.state.unfinished():
             await self.resume(entry)
         if listing_interval is not None:
-            await self._first_start(client, edits=False)
             self.on_ready()
+            await self._first_start(client, edits=False)
             await self._watch(client, start_txid=None, listing_interval=listing_interval)
             return
         first_start = self.state.stream_txid is None
-        start_txid = (await client.get_current_txid() + 1 if first_start
-                      else (self.state.stream_txid or 0) + 1)
+        if first_start:
+            current = await client.get_current_txid()
+            if current < 0:
+                raise EditLogNotOpen("the NameNode's edit log is not open yet (txid -1: a NameNode "
+                                     "starting or becoming active); the edit stream has no start")
+            start_txid = current + 1
+        else:
+            start_txid = (self.state.stream_txid or 0) + 1
         await self._first_start(client, edits=True, anchor_txid=start_txid - 1 if first_start else None)
         self.on_ready()
         await self._watch(client, start_txid=start_txid, listing_interval=None)
@@ -136,6 +143,7 @@ class Intake:
                          sources=[s.name for s in self.sources()], new_files=found)
                 found = 0
             elif isinstance(change, Gap):
+                self.on_edits(watch.last_txid)
                 log.warning("edit-stream gap: events were purged before we read them; reconciling "
                             "by listing", requested_txid=change.requested_txid,
                             first_available_txid=change.first_available_txid)

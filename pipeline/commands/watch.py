@@ -100,6 +100,8 @@ async def _watch(args: argparse.Namespace) -> int:
                 _line("gap", change, missed=change.missed)
             for file in files:
                 _line("ready", file)
+                if isinstance(change, Listed) and change.why == "gap":
+                    continue  # printed, not counted: --count counts files the watch itself found
                 ready += 1
                 if args.count and ready >= args.count:
                     return 0

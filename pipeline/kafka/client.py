@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from pipeline.config import KafkaConfig
+from pipeline.kafka.errors import KafkaUnavailable
 
 log = structlog.get_logger("hdfs2kafka.kafka")
 
@@ -78,15 +79,14 @@ async def start_transactional_producer(kafka: KafkaConfig, instance_id: str) -> 
     transaction, so the ledger can be read to its end afterwards.
     """
     from aiokafka import AIOKafkaProducer
-    from aiokafka.errors import KafkaError
 
     args = {**PRODUCER_DEFAULTS, **client_args(kafka.client)}
     producer = AIOKafkaProducer(
         bootstrap_servers=kafka.bootstrap, transactional_id=transactional_id(instance_id),
         enable_idempotence=True, acks="all", **args)
     try:
-        await producer.start()
-    except KafkaError:
+        await start_client(producer, "starting the transactional producer")
+    except BaseException:
         await producer.stop()
         raise
     return producer
@@ -107,6 +107,21 @@ async def stop_producer(producer: Any, timeout_s: float = PRODUCER_STOP_TIMEOUT_
             await asyncio.wait_for(producer.client.close(), 5.0)
         except Exception:
             log.warning("producer connections not closed", exc_info=True)
+
+
+async def start_client(client: Any, what: str) -> None:
+    """Start an aiokafka client. aiokafka raises its own errors, the network's and timeouts;
+    anything else from connecting (gssapi's GSSError when a ticket or the KDC is missing, the
+    ValueError of a failed SCRAM exchange) becomes KafkaUnavailable, retried like an
+    unreachable broker instead of ending the daemon as a bug would."""
+    from aiokafka.errors import KafkaError
+
+    try:
+        await client.start()
+    except (KafkaError, OSError, TimeoutError):
+        raise
+    except Exception as exc:
+        raise KafkaUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
 def plain_producer(bootstrap: str, settings: Mapping[str, Any] | None = None, **overrides: Any) -> Any:
@@ -143,8 +158,8 @@ async def admin_client(bootstrap: str, settings: Mapping[str, Any] | None = None
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **connection_args(client_args(settings)))
-    await admin.start()
     try:
+        await start_client(admin, "starting an admin client")
         yield admin
     finally:
         await admin.close()

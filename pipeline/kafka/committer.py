@@ -110,8 +110,8 @@ class Committer:
             return parts
         # Once per topic and flow: a flow rebuilt after a failure sees a changed topic.
         try:
-            parts = sorted(await asyncio.wait_for(self.producer.partitions_for(topic), self.wait_timeout_s)
-                           or [0])
+            # (aiokafka bounds this wait itself, by request_timeout_ms)
+            parts = sorted(await self.producer.partitions_for(topic) or [0])
         except Exception as exc:
             # No metadata for the topic: missing for good only if the broker answers without it
             # (an unreachable broker gives the same error, and is no reason to quarantine).

@@ -31,6 +31,8 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from hdfswatch.errors import TransientError
+
 T = TypeVar("T")
 
 
@@ -105,6 +107,12 @@ _REFUSED_CODES = {2, 10, 17, 18, 29, 43, 44, 87}
 
 class DeliveryTimeout(Exception):
     """A send or a commit did not finish within our bound (the broker is away or stalled)."""
+
+
+class KafkaUnavailable(TransientError):
+    """A Kafka client could not start for a reason aiokafka does not turn into a KafkaError (a
+    Kerberos failure from gssapi, a SCRAM exchange that fails): retried like an unreachable
+    broker."""
 
 
 class CommitterError(Exception):

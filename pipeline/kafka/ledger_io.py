@@ -11,7 +11,7 @@ import orjson
 
 from pipeline.config import KafkaConfig
 from pipeline.kafka import errors as kafka_errors
-from pipeline.kafka.client import admin_client, committed_consumer
+from pipeline.kafka.client import admin_client, committed_consumer, start_client
 from pipeline.kafka.errors import CommitterError, Fenced
 from pipeline.ledger import Keys, LedgerError, LedgerState
 
@@ -75,7 +75,7 @@ async def read_ledger(kafka: KafkaConfig, state: LedgerState, timeout_s: float =
     topic = kafka.ledger_topic
     consumer: Any = committed_consumer(kafka.bootstrap, settings=kafka.client,
                                        max_partition_fetch_bytes=8 * 1024 * 1024)
-    await consumer.start()
+    await start_client(consumer, "starting the ledger reader")
     try:
         tp = TopicPartition(topic, 0)
         consumer.assign([tp])
