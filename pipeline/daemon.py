@@ -28,6 +28,8 @@ the broker refused are quarantined at their last committed position before the o
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import io
 import os
 import signal
 import socket
@@ -126,6 +128,10 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        # What every task waits on (SIGUSR1), and every thread's stack even when the event loop
+        # is blocked (SIGUSR2), to the log: for a daemon that seems stuck.
+        loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
+        faulthandler.register(signal.SIGUSR2, all_threads=True)
         if self.early_stop:
             self.request_stop()
         log.info("starting", instance_id=self.config.daemon.instance_id,
@@ -185,8 +191,9 @@ class Daemon:
                     except TimeoutError:
                         pass
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
+            faulthandler.unregister(signal.SIGUSR2)
             if self.namenode is not None:
                 await self.namenode.close()
         log.info("stopped", exit_code=self.exit_code)
@@ -544,6 +551,16 @@ class Daemon:
         self._reload_result(False)
         self._notify("ready")
         return False
+
+
+def dump_tasks() -> None:
+    """Log the stack of every asyncio task: where each one waits."""
+    tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
+    for task in tasks:
+        out = io.StringIO()
+        task.print_stack(file=out)
+        log.warning("task stack", task=task.get_name(), stack=out.getvalue())
+    log.warning("task stacks dumped", tasks=len(tasks))
 
 
 def _fatal(exc: BaseException) -> bool:

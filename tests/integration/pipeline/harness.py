@@ -145,6 +145,11 @@ class DaemonProcess:
 
     def __exit__(self, *exc: object) -> None:
         if self.alive():
+            if exc[0] is not None:
+                # The test failed with the daemon running: its tasks and threads to the log.
+                self.signal(signal.SIGUSR1)
+                self.signal(signal.SIGUSR2)
+                time.sleep(1.0)
             self.kill()
 
 

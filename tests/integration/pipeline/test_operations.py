@@ -232,6 +232,15 @@ async def test_metrics_counters_match_what_kafka_holds(stack, webhdfs, unique, t
                 assert resp.status == 200
             async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
                 assert resp.status == 200
+        # A daemon that seems stuck tells where each task waits (SIGUSR1) and each thread is
+        # (SIGUSR2), and goes on.
+        seen = len(daemon.log_text())
+        daemon.signal(signal.SIGUSR1)
+        daemon.wait_for_log("task stacks dumped", timeout=10, after=seen)
+        daemon.signal(signal.SIGUSR2)
+        daemon.wait_for_log("Current thread", timeout=10, after=seen)
+        dump = daemon.log_text()[seen:]
+        assert '"task": "committer"' in dump and "Committer.run" in dump and "Thread 0x" in dump
         assert daemon.terminate() == 0
     values: dict[str, float] = {}
     for fam in text_string_to_metric_families(text):
