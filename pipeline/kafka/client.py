@@ -10,6 +10,7 @@ are the producer's.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -93,23 +94,17 @@ async def start_transactional_producer(kafka: KafkaConfig, instance_id: str) -> 
 
 async def stop_producer(producer: Any, timeout_s: float = PRODUCER_STOP_TIMEOUT_S) -> None:
     """Stop a producer within a bound: aiokafka's `stop` waits for batches that it retries
-    without end while the broker is away; past the bound its connections are closed.
-
-    The waits are not cancellations (`asyncio.wait_for` would wait for the cancelled `stop` to
-    unwind, and aiokafka's sender awaits its in-flight requests when cancelled): what is still
-    running past a bound is left to end by itself."""
-    from pipeline.kafka.errors import bounded
-
+    without end while the broker is away; past the bound its connections are closed."""
     try:
-        await bounded(producer.stop(), timeout_s)
+        await asyncio.wait_for(producer.stop(), timeout_s)
     except Exception as exc:
         log.warning("producer did not stop cleanly; closing its connections",
                     error=f"{type(exc).__name__}: {exc}")
         sender = getattr(producer, "_sender", None)
         try:
             if sender is not None:
-                await bounded(sender.close(), 5.0)
-            await bounded(producer.client.close(), 5.0)
+                await asyncio.wait_for(sender.close(), 5.0)
+            await asyncio.wait_for(producer.client.close(), 5.0)
         except Exception:
             log.warning("producer connections not closed", exc_info=True)
 
