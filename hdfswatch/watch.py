@@ -58,7 +58,6 @@ class Listed:
 class ListingDone:
     why: str
     files: int
-    patterns: tuple[str, ...]
 
 
 Change = Batch | Gap | Listed | ListingDone
@@ -117,4 +116,4 @@ class Watch:
         async for ready in listing.scan(is_known):
             found += 1
             yield Listed(ready, why)
-        yield ListingDone(why, found, tuple(str(p) for p in listing.matcher.patterns))
+        yield ListingDone(why, found)

@@ -48,7 +48,7 @@ from pipeline.config import Config, SourceConfig
 from pipeline.intake import Intake
 from pipeline.items import FileQuarantined, FileWork
 from pipeline.kafka import errors as kafka_errors
-from pipeline.kafka.client import client_args, start_transactional_producer, stop_producer
+from pipeline.kafka.client import start_transactional_producer, stop_producer
 from pipeline.kafka.committer import Committer
 from pipeline.kafka.errors import CommitterError, Fenced, RecordsRefused
 from pipeline.kafka.ledger_io import claim_ledger, ensure_ledger_topic, read_ledger
@@ -270,7 +270,7 @@ class Daemon:
     def _wait_timeout_s(self) -> float:
         """The bound on any single wait on Kafka in a transaction: past it, the coordinator has
         aborted the transaction anyway."""
-        return kafka_errors.transaction_timeout_ms(client_args(self.config.kafka.client)) / 1000
+        return kafka_errors.transaction_timeout_ms(self.config.kafka.client) / 1000
 
     # ------------------------------------------------------------------ recover
 

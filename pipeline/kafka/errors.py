@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -175,9 +175,10 @@ def background_failure(producer: Any) -> BaseException | None:
     return exc
 
 
-def transaction_timeout_ms(client_args: dict[str, Any]) -> int:
-    """The producer's transaction.timeout.ms (aiokafka's default is 60000)."""
-    return int(client_args.get("transaction_timeout_ms", 60_000))
+def transaction_timeout_ms(settings: Mapping[str, Any]) -> int:
+    """The producer's transaction.timeout.ms from the `[kafka]` client settings (aiokafka's
+    default is 60000)."""
+    return int(settings.get("transaction_timeout_ms", 60_000))
 
 
 async def bounded(aw: Awaitable[T], timeout_s: float) -> T:
