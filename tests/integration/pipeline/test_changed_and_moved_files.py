@@ -202,7 +202,10 @@ async def test_a_file_moved_within_its_source_while_read_is_finished_from_its_ne
     source while it is read counts as deleted (as `hdfs dfs -rm` to the trash does): it is
     quarantined, and what was streamed of it is not repeated."""
     topic, base = names["topic"], names["dir"]
-    n = 400_000  # larger than the read-ahead window, read at 25,000 rows/s: ~16 s
+    # Larger than the read-ahead window, read at 12,500 rows/s (the source's limit shared by two
+    # files): ~32 s, so that it is still mid-read when the daemon is killed even if finding the
+    # moved-out file takes a while on a loaded machine.
+    n = 400_000
     put(webhdfs, f"{base}/in/dt=1/big.parquet", parquet_bytes(0, n, row_group_size=20_000))
     put(webhdfs, f"{base}/in/dt=1/gone.parquet", parquet_bytes(1, n, row_group_size=20_000))
     webhdfs.makedirs(f"{base}/in/dt=2")
@@ -210,7 +213,7 @@ async def test_a_file_moved_within_its_source_while_read_is_finished_from_its_ne
     webhdfs.makedirs(f"{base}/out")
     cfg = write_config(tmp_path, stack, instance_id=names["instance"], ledger_topic=names["ledger"],
                        sources=[{"name": "mv", "path": f"{base}/in", "topic": topic,
-                                 "rows_per_second": 50_000,
+                                 "rows_per_second": 25_000,
                                  "errors": {"tolerance": "all", "dead_letter_topic": f"{topic}.dlq"}}],
                        unit_rows=5000, workers=2)
     with DaemonProcess(cfg, tmp_path) as daemon:
