@@ -4,13 +4,19 @@ Every mistake is collected and reported together, each naming the file, the sour
 field, before anything starts. Kafka client settings are accepted under Kafka's own names
 (`security.protocol`, `sasl.mechanism`, `compression.type`, `linger.ms`...) as users copy them
 from their client.properties, either inline in `[kafka]` or from `client_properties = FILE`.
+
+Secret settings (`admin_token`, `sasl.password`, the password in `sasl.jaas.config`,
+`ssl.key.password`) may name a file or a systemd credential instead of holding the value (see
+`pipeline.secret`); their values are `Secret`s, and no problem message quotes them.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
@@ -19,6 +25,7 @@ from typing import Any
 
 from hdfswatch.errors import ConfigError as PatternError
 from hdfswatch.patterns import PathMatcher, normalize
+from pipeline.secret import CREDENTIALS_ENV, REFERENCE, Secret, SecretUnreadable, resolve
 
 FORMATS = ("parquet", "avro", "auto")
 VALUE_FORMATS = ("json", "avro")
@@ -72,7 +79,9 @@ class SourceConfig:
 class DaemonConfig:
     instance_id: str
     http: str = "127.0.0.1:9464"
-    admin_token: str | None = None
+    admin_token: Secret | None = None
+    http_tls_cert: str | None = None
+    http_tls_key: str | None = None
     log_level: str = "info"
     log_format: str = "json"
     workers: int = 2
@@ -113,6 +122,10 @@ class Config:
     hdfs: HdfsConfig
     kafka: KafkaConfig
     sources: tuple[SourceConfig, ...]
+    secrets: tuple[tuple[str, str], ...] = ()
+    """(setting, where its value comes from) for every secret setting given."""
+    notes: tuple[str, ...] = ()
+    """What validation could not check here (a systemd credential outside the service)."""
 
     def source(self, name: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.name == name), None)
@@ -131,6 +144,8 @@ RELOAD: dict[str, str] = {
     "daemon.instance_id": RESTART,  # names the transactional id and the ledger keys: a new one
                                     # would read an empty ledger and stream every file again
     "daemon.http": RESTART,         # the listening socket is bound once
+    "daemon.http_tls_cert": RESTART,  # read when the socket is bound
+    "daemon.http_tls_key": RESTART,
     "daemon.admin_token": LIVE,     # the old token stops working at once
     "daemon.log_level": LIVE,
     "daemon.log_format": LIVE,
@@ -195,9 +210,16 @@ def _changed(section: str, old: Any, new: Any) -> list[str]:
 # --------------------------------------------------------------------------- loading
 
 
-def load(path: str | Path) -> Config:
-    """Read and validate a configuration file; raise ConfigError naming every mistake."""
-    return parse(read(path), str(path))
+def load(path: str | Path, env: Mapping[str, str] | None = None,
+         unread_credentials: bool = False) -> Config:
+    """Read and validate a configuration file; raise ConfigError naming every mistake.
+
+    Secret references are read now (a reload calls this again, so a rotated file is read
+    anew); `env` is where $CREDENTIALS_DIRECTORY is looked up (the process's environment by
+    default). With `unread_credentials`, a credential reference while $CREDENTIALS_DIRECTORY is
+    unset (outside the service: `check-config` run by hand) becomes a note instead of a problem.
+    """
+    return parse(read(path), str(path), env=env, unread_credentials=unread_credentials)
 
 
 def read(path: str | Path) -> dict[str, Any]:
@@ -230,8 +252,9 @@ def load_connection(path: str | Path) -> tuple[HdfsConfig, KafkaConfig]:
     return hdfs, kafka
 
 
-def parse(raw: Mapping[str, Any], path: str = "<config>") -> Config:
-    v = _Validator(path)
+def parse(raw: Mapping[str, Any], path: str = "<config>", env: Mapping[str, str] | None = None,
+          unread_credentials: bool = False) -> Config:
+    v = _Validator(path, env=env, unread_credentials=unread_credentials)
     known = {"daemon", "hdfs", "kafka", "sources"}
     for key in raw:
         if key not in known:
@@ -248,25 +271,36 @@ def parse(raw: Mapping[str, Any], path: str = "<config>") -> Config:
     if v.problems:
         raise ConfigError(path, v.problems)
     assert daemon and hdfs and kafka
-    return Config(path=path, daemon=daemon, hdfs=hdfs, kafka=kafka, sources=tuple(sources))
+    return Config(path=path, daemon=daemon, hdfs=hdfs, kafka=kafka, sources=tuple(sources),
+                  secrets=tuple(v.secrets), notes=tuple(v.notes))
 
 
 class _Validator:
-    def __init__(self, path: str, partial: bool = False) -> None:
+    def __init__(self, path: str, partial: bool = False, env: Mapping[str, str] | None = None,
+                 unread_credentials: bool = False) -> None:
         self.path = path
+        self.base = Path(path).parent  # relative file names are relative to the config file
         self.partial = partial  # required settings may be missing (see load_connection)
+        self.env = os.environ if env is None else env
+        self.unread_credentials = unread_credentials
         self.problems: list[str] = []
+        self.notes: list[str] = []
+        self.secrets: list[tuple[str, str]] = []
 
     def problem(self, where: str, msg: str) -> None:
         self.problems.append(f"{where}: {msg}")
 
     def get(self, table: Mapping[str, Any], where: str, key: str, kind: type | tuple[type, ...],
-            default: Any = None, required: bool = False) -> Any:
+            default: Any = None, required: bool = False, secret: bool = False) -> Any:
         if key not in table:
             if required and not self.partial:
                 self.problem(f"{where}.{key}", "missing (required)")
             return default
         value = table[key]
+        if secret and not isinstance(value, str):
+            self.problem(f"{where}.{key}", f"expected {_kind_name(kind)}, got {_kind_of(value)} "
+                                           "(its value is not shown: a secret setting)")
+            return default
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if isinstance(value, float) and float in _as_tuple(kind) and not math.isfinite(value):
@@ -279,6 +313,46 @@ class _Validator:
             self.problem(f"{where}.{key}", f"expected {_kind_name(kind)}, got {type(value).__name__} {value!r}")
             return default
         return value
+
+    def secret(self, setting: str, text: str) -> Secret | None:
+        """The Secret that a secret setting's text stands for (read from its file or credential
+        now), or None after a problem naming the setting and the path, never the value."""
+        m = REFERENCE.match(text)
+        if m and m.group(1) == "credential" and self.unread_credentials and not self.env.get(CREDENTIALS_ENV):
+            self.notes.append(f"{setting}: the systemd credential {m.group(2)!r} is not read here "
+                              f"(${CREDENTIALS_ENV} is set inside the service only)")
+            self.secrets.append((setting, f"systemd credential {m.group(2)} (not read here)"))
+            return Secret("unread systemd credential", f"credential {m.group(2)}")
+        try:
+            value = resolve(text, self.base, self.env)
+        except SecretUnreadable as exc:
+            self.problem(setting, str(exc))
+            return None
+        self.secrets.append((setting, value.origin))
+        return value
+
+    def path_setting(self, setting: str, text: str | None) -> str | None:
+        """A file name setting: relative to the config file; `${credential:NAME}` names the file
+        systemd delivers under $CREDENTIALS_DIRECTORY (a TLS key loaded with LoadCredential=)."""
+        if text is None:
+            return None
+        m = REFERENCE.match(text)
+        if m and m.group(1) == "credential":
+            directory = self.env.get(CREDENTIALS_ENV)
+            if not directory:
+                if self.unread_credentials:
+                    self.notes.append(f"{setting}: the systemd credential {m.group(2)!r} is not read "
+                                      f"here (${CREDENTIALS_ENV} is set inside the service only)")
+                    return None
+                self.problem(setting, f"names the systemd credential {m.group(2)!r}, but "
+                                      f"${CREDENTIALS_ENV} is not set: systemd sets it for a unit with "
+                                      f"LoadCredential={m.group(2)}:/path/to/file")
+                return None
+            return str(Path(directory) / m.group(2))
+        if m:
+            self.problem(setting, "expected a file name (or ${credential:NAME})")
+            return None
+        return str(Path(text) if Path(text).is_absolute() else self.base / text)
 
     def choice(self, table: Mapping[str, Any], where: str, key: str, choices: tuple[str, ...],
                default: str) -> str:
@@ -308,6 +382,11 @@ def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
     return kind if isinstance(kind, tuple) else (kind,)
 
 
+def _kind_of(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
              list: "a list", dict: "a table"}
@@ -329,6 +408,10 @@ class _Section:
 
     def get(self, key: str, kind: type | tuple[type, ...], required: bool = False) -> Any:
         return self.v.get(self.table, self.where, key, kind, self.defaults.get(key), required)
+
+    def secret(self, key: str) -> Secret | None:
+        text = self.v.get(self.table, self.where, key, str, secret=True)
+        return None if text is None else self.v.secret(f"{self.where}.{key}", text)
 
     def choice(self, key: str, choices: tuple[str, ...]) -> str:
         return self.v.choice(self.table, self.where, key, choices, self.defaults[key])
@@ -360,14 +443,17 @@ def _daemon(v: _Validator, t: Mapping[str, Any]) -> DaemonConfig | None:
     http = d.get("http", str)
     if http and not _host_port(http):
         v.problem(f"{w}.http", f"expected HOST:PORT (got {http!r})")
-    token = d.get("admin_token", str)
-    _check_token(v, f"{w}.admin_token", token, http)
+    token = d.secret("admin_token")
+    _check_token(v, f"{w}.admin_token", token, http, given="admin_token" in t)
+    tls_cert, tls_key = _http_tls(v, d)
     level = d.choice("log_level", ("debug", "info", "warning", "error"))
     fmt = d.choice("log_format", ("json", "console"))
     return DaemonConfig(
         instance_id=instance_id or "",
         http=http,
         admin_token=token,
+        http_tls_cert=tls_cert,
+        http_tls_key=tls_key,
         log_level=level,
         log_format=fmt,
         workers=d.positive("workers", int),
@@ -401,9 +487,12 @@ def is_loopback(http: str) -> bool:
 _MAKE_TOKEN = "set a long random one, e.g. the output of `openssl rand -hex 32`"
 
 
-def _check_token(v: _Validator, where: str, token: str | None, http: str | None) -> None:
+def _check_token(v: _Validator, where: str, token: str | None, http: str | None,
+                 given: bool = False) -> None:
     """The admin verbs pause sources and change speeds: on an address other machines reach,
-    they need a real token."""
+    they need a real token (the HTTP surface refuses to start without one)."""
+    if token is None and given:
+        return  # given, but its file or credential could not be read: that problem is reported
     if token is not None and not token.strip():
         v.problem(where, f"empty: {_MAKE_TOKEN} (or remove the line to leave the admin verbs "
                          "open on a loopback daemon.http address)")
@@ -416,6 +505,35 @@ def _check_token(v: _Validator, where: str, token: str | None, http: str | None)
     elif token.strip() == TOKEN_PLACEHOLDER:
         v.problem(where, f"still the placeholder {TOKEN_PLACEHOLDER!r} while daemon.http ({http}) is "
                          f"reachable from other machines: {_MAKE_TOKEN}")
+
+
+def _http_tls(v: _Validator, d: _Section) -> tuple[str | None, str | None]:
+    """`http_tls_cert` and `http_tls_key`: both or neither, PEM files that load together."""
+    w = d.where
+    cert = v.path_setting(f"{w}.http_tls_cert", d.get("http_tls_cert", str))
+    key = v.path_setting(f"{w}.http_tls_key", d.get("http_tls_key", str))
+    given = [k for k in ("http_tls_cert", "http_tls_key") if k in d.table]
+    if len(given) == 1:
+        missing = ({"http_tls_cert", "http_tls_key"} - set(given)).pop()
+        v.problem(f"{w}.{missing}", f"missing: {w}.{given[0]} is set, and TLS needs both the "
+                                    "certificate chain and its private key (PEM files)")
+        return None, None
+    if cert and key:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+        except FileNotFoundError as exc:
+            v.problem(f"{w}.http_tls_{'cert' if exc.filename in (None, cert) else 'key'}",
+                      f"cannot read {exc.filename or cert}: no such file")
+            return None, None
+        except PermissionError as exc:
+            v.problem(f"{w}.http_tls_cert", f"cannot read {exc.filename or cert + ' or ' + key}: "
+                                            "permission denied (readable by the daemon's user?)")
+            return None, None
+        except (ssl.SSLError, OSError) as exc:
+            v.problem(f"{w}.http_tls_cert", f"{cert} and {key} are not a PEM certificate chain and "
+                                            f"its unencrypted private key ({getattr(exc, 'reason', None) or exc})")
+            return None, None
+    return cert, key
 
 
 def _hdfs(v: _Validator, t: Mapping[str, Any]) -> HdfsConfig | None:
@@ -467,6 +585,8 @@ _SSL_SETTINGS = {"ssl.ca.location", "ssl.certificate.location", "ssl.key.locatio
                  "ssl.endpoint.identification.algorithm"}
 _COMPRESSION = ("none", "gzip", "snappy", "lz4", "zstd")
 _KAFKA_OWN = {"bootstrap", "ledger_topic", "ledger_replication", "client_properties", "schema_registry"}
+# Kafka settings whose values are secrets (values never quoted, may name a file or credential).
+KAFKA_SECRETS = frozenset({"sasl.password", "ssl.key.password", "sasl.jaas.config"})
 
 
 def _flatten(t: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -512,10 +632,19 @@ def _kafka(v: _Validator, t: Mapping[str, Any], base: Path) -> KafkaConfig | Non
             v.problem(f"{w}.client_properties", f"cannot read {p}: {exc.strerror}")
     settings.update(_flatten({k: val for k, val in t.items() if k not in _KAFKA_OWN}))
     client: dict[str, Any] = {}
-    ssl: dict[str, str] = {}
+    ssl_files: dict[str, str] = {}
     for name, value in settings.items():
         where = f"{w}.{name}"
-        if name in ("bootstrap.servers",):
+        if name in KAFKA_SECRETS and not isinstance(value, str):
+            v.problem(where, f"expected a string, got {_kind_of(value)} (its value is not shown: "
+                             "a secret setting)")
+        elif name == "sasl.password":
+            client["sasl_plain_password"] = v.secret(where, value)
+        elif name == "ssl.key.password":
+            key_password = v.secret(where, value)
+            if key_password is not None:
+                ssl_files[name] = key_password
+        elif name in ("bootstrap.servers",):
             bootstrap = bootstrap or str(value)
         elif name == "acks":
             if str(value) not in ("all", "-1"):
@@ -523,10 +652,13 @@ def _kafka(v: _Validator, t: Mapping[str, Any], base: Path) -> KafkaConfig | Non
         elif name in ("enable.idempotence", "transactional.id", "isolation.level"):
             v.problem(where, "set by hdfs2kafka itself (transactions need it); remove it")
         elif name == "sasl.jaas.config":
-            for fname, fval in _JAAS_FIELD.findall(str(value)):
-                client["sasl_plain_username" if fname == "username" else "sasl_plain_password"] = fval
+            for fname, fval in _JAAS_FIELD.findall(value):
+                if fname == "username":
+                    client["sasl_plain_username"] = fval
+                else:
+                    client["sasl_plain_password"] = v.secret(f"{where} password", fval)
         elif name in _SSL_SETTINGS:
-            ssl[name] = str(value)
+            ssl_files[name] = str(value)
         elif name.startswith("ssl.truststore") or name.startswith("ssl.keystore"):
             v.problem(where, "Java key stores are not readable here; give PEM files with "
                              "ssl.ca.location, ssl.certificate.location and ssl.key.location")
@@ -543,8 +675,8 @@ def _kafka(v: _Validator, t: Mapping[str, Any], base: Path) -> KafkaConfig | Non
         client.pop("compression_type")
     elif "compression_type" in client and client["compression_type"] not in _COMPRESSION:
         v.problem(f"{w}.compression.type", f"must be one of {', '.join(_COMPRESSION)}")
-    if ssl:
-        client["_ssl"] = ssl
+    if ssl_files:
+        client["_ssl"] = ssl_files
     return KafkaConfig(bootstrap=bootstrap or "", ledger_topic=ledger_topic,
                        ledger_replication=own.positive("ledger_replication", int),
                        client=client, schema_registry=own.get("schema_registry", str))

@@ -1,5 +1,7 @@
 """The HTTP surface: /metrics, /status, /healthz, /readyz and the admin verbs, on one aiohttp
-server bound to loopback by default. Admin verbs need the bearer token when one is set.
+server bound to loopback by default, over TLS when `http_tls_cert` and `http_tls_key` are set.
+Admin verbs need the bearer token when one is set (the config refuses a non-loopback address
+without one), and no answer carries a secret (`/status` passes through `secret.redact`).
 
 It must never cost the daemon its streaming: idle connections are closed after
 IDLE_TIMEOUT_S, at most MAX_CONNECTIONS are open at once (more are answered 503 and closed),
@@ -14,6 +16,7 @@ import functools
 import hmac
 import json
 import math
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -21,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import structlog
 from aiohttp import web
+
+from pipeline.secret import redact
 
 if TYPE_CHECKING:
     from pipeline.daemon import Daemon
@@ -42,6 +47,10 @@ _dumps = functools.partial(json.dumps, allow_nan=False)
 
 class HttpBindError(OSError):
     """The HTTP address cannot be listened on (in use, not an address of this machine)."""
+
+
+class HttpTlsError(HttpBindError):
+    """The TLS certificate or key cannot be loaded (changed or removed since validation)."""
 
 
 def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -119,7 +128,8 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
 
 class HttpServer:
     """The daemon's HTTP surface. The admin token is read from the daemon's config at each
-    request, so a reload that rotates it takes effect at once."""
+    request, so a reload that rotates it takes effect at once; the TLS certificate and key are
+    read when it starts listening."""
 
     def __init__(self, daemon: Daemon, metrics: Metrics, bind: str) -> None:
         self.daemon = daemon
@@ -127,6 +137,7 @@ class HttpServer:
         host, _, port = bind.rpartition(":")
         self.host = host.strip("[]") or "127.0.0.1"
         self.port = int(port)
+        self.ssl_context: ssl.SSLContext | None = None
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.AbstractServer | None = None
         app = web.Application(middlewares=[_json_errors])
@@ -147,14 +158,30 @@ class HttpServer:
         self._runner = web.AppRunner(self.app, access_log=None, keepalive_timeout=IDLE_TIMEOUT_S)
         await self._runner.setup()
         loop = asyncio.get_running_loop()
+        cfg = self.daemon.config.daemon
         try:
-            self._listener = await loop.create_server(self._protocol, self.host, self.port,
-                                                      reuse_address=True)
+            self.ssl_context = tls_context(cfg.http_tls_cert, cfg.http_tls_key)
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            reason = getattr(exc, "reason", None) or exc.strerror or exc
+            raise HttpTlsError(exc.errno, f"cannot load daemon.http_tls_cert {cfg.http_tls_cert} and "
+                                          f"daemon.http_tls_key {cfg.http_tls_key}: {reason}") from None
+        try:
+            # A TLS handshake that never finishes holds no connection slot yet: bound it too.
+            self._listener = await loop.create_server(
+                self._protocol, self.host, self.port, reuse_address=True, ssl=self.ssl_context,
+                ssl_handshake_timeout=IDLE_TIMEOUT_S if self.ssl_context else None)
         except OSError as exc:
             await self._runner.cleanup()
             self._runner = None
             raise HttpBindError(exc.errno, f"cannot listen on {self.host}:{self.port}: "
                                            f"{exc.strerror or exc}") from None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.ssl_context else 'http'}://{host}:{self.port}"
 
     def _protocol(self) -> asyncio.BaseProtocol:
         assert self._runner is not None and self._runner.server is not None
@@ -177,7 +204,7 @@ class HttpServer:
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def get_status(self, request: web.Request) -> web.Response:
-        return _json(status_document(self.daemon))
+        return _json(redact(status_document(self.daemon)))
 
     async def get_healthz(self, request: web.Request) -> web.Response:
         return _json({"ok": True})
@@ -194,7 +221,7 @@ class HttpServer:
         if not token:
             return
         header = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(header.encode(), f"Bearer {token}".encode()):
+        if not hmac.compare_digest(header.encode(), b"Bearer " + token.reveal().encode()):
             raise web.HTTPUnauthorized(text="admin verbs need 'Authorization: Bearer <admin_token>'",
                                        headers={"WWW-Authenticate": "Bearer"})
 
@@ -250,6 +277,17 @@ class HttpServer:
             raise web.HTTPBadRequest(text="workers must be an integer from 1 to 256")
         self.daemon.set_workers(n)
         return _json({"workers": n})
+
+
+def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """The server's TLS context from PEM files (None: plain HTTP). The config has checked that
+    they load; a file changed since raises ssl.SSLError, an OSError."""
+    if not cert or not key:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
 
 
 def _positive_finite(v: Any) -> bool:

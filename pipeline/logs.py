@@ -3,6 +3,10 @@
 The standard library's loggers (aiokafka, aiohttp, asyncio...) go through the same renderer
 (structlog's ProcessorFormatter), so that in the JSON format every line is one JSON object,
 whatever newlines, quotes or tracebacks a library message holds.
+
+Every line, ours or a library's, passes `redact_secrets` just before it is rendered (after the
+traceback became text): secret values the process has loaded, fields named like a secret and
+`password=...`-like text are written `***`.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ import logging
 import sys
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+from pipeline.secret import redact
 
 
 class _Stderr:
@@ -22,6 +29,11 @@ class _Stderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
+
+
+def redact_secrets(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: the event with every secret masked (see `pipeline.secret.redact`)."""
+    return {k: redact(v, k) for k, v in event_dict.items()}
 
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -45,6 +57,7 @@ def configure(level: str = "info", fmt: str = "json") -> None:
             timestamper,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            redact_secrets,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
@@ -60,6 +73,7 @@ def configure(level: str = "info", fmt: str = "json") -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            redact_secrets,
             renderer,
         ],
     )

@@ -23,7 +23,7 @@ async def attach(daemon: Daemon) -> AsyncIterator[None]:
     daemon.hooks.append(metrics)
     server = HttpServer(daemon, metrics, daemon.config.daemon.http)
     await server.start()  # HttpBindError when the address is taken: before anything else starts
-    log.info("http listening", address=f"http://{server.host}:{server.port}",
+    log.info("http listening", address=server.url,
              endpoints=["/metrics", "/status", "/healthz", "/readyz"])
     notifier = SystemdNotifier()
     daemon.hooks.append(SystemdHook(notifier, daemon))

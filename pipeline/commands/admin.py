@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import urllib.error
 import urllib.request
 from typing import Any
@@ -17,23 +18,29 @@ def add_admin_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", help="admin bearer token (default: from --config or $HDFS2KAFKA_TOKEN)")
 
 
-def _target(args: argparse.Namespace) -> tuple[str, str | None]:
+def _target(args: argparse.Namespace) -> tuple[str, str | None, ssl.SSLContext | None]:
     url, token = args.url, args.token
+    context = None
     if args.config:
         from pipeline import config as config_mod
 
         cfg = config_mod.load(args.config)
-        url = url or f"http://{cfg.daemon.http}"
-        token = token or cfg.daemon.admin_token
+        scheme = "https" if cfg.daemon.http_tls_cert else "http"
+        url = url or f"{scheme}://{cfg.daemon.http}"
+        token = token or (cfg.daemon.admin_token.reveal() if cfg.daemon.admin_token else None)
+        if cfg.daemon.http_tls_cert:
+            # The system's CAs, and the daemon's own certificate (a self-signed one trusts itself).
+            context = ssl.create_default_context()
+            context.load_verify_locations(cfg.daemon.http_tls_cert)
     url = url or os.environ.get("HDFS2KAFKA_URL") or "http://127.0.0.1:9464"
     token = token or os.environ.get("HDFS2KAFKA_TOKEN")
     if not url.startswith("http"):
         url = f"http://{url}"
-    return url.rstrip("/"), token
+    return url.rstrip("/"), token, context
 
 
 def call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    url, token = _target(args)
+    url, token, context = _target(args)
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(f"{url}{path}", data=data, method=method)
     if data is not None:
@@ -41,7 +48,7 @@ def call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=10, context=context) as resp:
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         text = exc.read().decode(errors="replace").strip()

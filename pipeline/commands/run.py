@@ -37,12 +37,15 @@ async def _run(args: argparse.Namespace, early_stop: list[int]) -> int:
     logs.configure(cfg.daemon.log_level, cfg.daemon.log_format)
     daemon = Daemon(cfg)
     daemon.early_stop = early_stop
-    from pipeline.http import HttpBindError
+    from pipeline.http import HttpBindError, HttpTlsError
     from pipeline.service import attach
 
     try:
         async with attach(daemon):
             return await daemon.run()
+    except HttpTlsError as exc:
+        print(f"hdfs2kafka: {exc.strerror} (in {args.config})", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except HttpBindError as exc:
         # Not EXIT_CONFIG: the address may be free again soon (a previous daemon still
         # stopping), so systemd's restart is worth it.

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from config_files import CLICKS, ORDERS, logging_kept, write_config
+from config_files import CLICKS, ORDERS, logging_kept, self_signed, write_config
 
 from pipeline import config as config_mod
 from pipeline.config import RELOAD, DaemonConfig
@@ -93,6 +93,7 @@ CHANGED: dict[str, Any] = {
     "log_format": "console", "workers": 5, "queue_size": 8, "unit_rows": 100,
     "transaction_max_rows": 1000, "transaction_max_bytes": 1 << 20, "transaction_max_ms": 50,
     "ledger_retention_hours": 24.0, "shutdown_timeout_s": 5.0, "rows_per_second": 1000.0,
+    "http_tls_cert": "cert.pem", "http_tls_key": "key.pem",  # written with both (a pair)
 }
 
 
@@ -106,7 +107,11 @@ def test_every_daemon_setting_has_a_reload_policy_and_a_case_here() -> None:
 async def test_each_daemon_setting_reloads_as_the_reload_table_says(tmp_path: Path, setting: str) -> None:
     path = write_config(tmp_path / "h.toml")
     daemon = daemon_from(path)
-    write_config(path, daemon={setting: CHANGED[setting]}, sources=[CLICKS, ORDERS | {"topic": "orders.v2"}])
+    change = {setting: CHANGED[setting]}
+    if setting.startswith("http_tls_"):
+        self_signed(tmp_path)
+        change = {"http_tls_cert": "cert.pem", "http_tls_key": "key.pem"}
+    write_config(path, daemon=change, sources=[CLICKS, ORDERS | {"topic": "orders.v2"}])
     policy = RELOAD[f"daemon.{setting}"]
     new_flow = await daemon.reload()
     if policy == config_mod.RESTART:
