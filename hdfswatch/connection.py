@@ -18,15 +18,19 @@ from typing import Protocol, TypeVar
 from google.protobuf.message import DecodeError, Message
 
 from hdfswatch.errors import (
+    AUTHORIZATION_FAILED_CALL_ID,
+    AuthenticationError,
     CallTimeoutError,
     ConnectionLostError,
     HdfsWatchError,
     NameNodeConnectError,
     ProtocolError,
     RemoteError,
+    auth_refusal,
     remote_error,
 )
 from hdfswatch.framing import (
+    AUTH_SASL,
     AUTH_SIMPLE,
     CLIENT_PROTOCOL,
     DEFAULT_MAX_FRAME,
@@ -35,6 +39,7 @@ from hdfswatch.framing import (
     RpcReply,
 )
 from hdfswatch.proto import RpcHeader_pb2 as rpc_pb
+from hdfswatch.sasl import QOP_PROTECTION, SecurityLayer
 
 M = TypeVar("M", bound=Message)
 
@@ -47,7 +52,8 @@ class Authenticator(Protocol):
 
     `auth_protocol` goes into the preamble (0 = none/SIMPLE, -33 = SASL); `negotiate` runs
     right after it, before the connection context, and may exchange SASL messages through
-    `IpcConnection.sasl_exchange`.
+    `IpcConnection.sasl_exchange`, then tell the connection what protection it negotiated
+    (`IpcConnection.authenticated`). `effective_user` is read after `negotiate`.
     """
 
     auth_protocol: int
@@ -89,10 +95,18 @@ class IpcConnection:
         self._read_task: asyncio.Task[None] | None = None
         self._broken: BaseException | None = None
         self._closed = False
+        self.qop: int | None = None
+        """The SASL protection negotiated (sasl.QOP_* bit); None with SIMPLE authentication."""
 
     @property
     def usable(self) -> bool:
         return self._writer is not None and not self._closed and self._broken is None
+
+    @property
+    def protection(self) -> str | None:
+        """`hadoop.rpc.protection` as negotiated: "authentication", "integrity", "privacy", or
+        None with SIMPLE authentication."""
+        return None if self.qop is None else QOP_PROTECTION[self.qop]
 
     @property
     def in_flight(self) -> int:
@@ -139,8 +153,8 @@ class IpcConnection:
                 raise ConnectionLostError(f"{self.address}: closed during SASL negotiation")
             for reply in self._codec.receive(data):
                 if not reply.ok:
-                    raise remote_error(reply.exception_class, reply.error_message,
-                                       method="sasl", fatal=reply.fatal)
+                    raise auth_refusal(reply.exception_class, reply.error_message,
+                                       kerberos=self._auth.auth_protocol == AUTH_SASL)
                 if reply.call_id != SASL_CALL_ID:
                     raise ProtocolError(f"reply to call {reply.call_id} during SASL negotiation")
                 answer = rpc_pb.RpcSaslProto()
@@ -149,6 +163,13 @@ class IpcConnection:
                 except DecodeError as exc:
                     raise ProtocolError(f"undecodable SASL message: {exc}") from None
                 return answer
+
+    def authenticated(self, qop: int | None, layer: SecurityLayer | None) -> None:
+        """The SASL negotiation ended with protection `qop`; with a `layer` (integrity or
+        privacy), everything sent and received from now on is wrapped."""
+        self.qop = qop
+        if layer is not None:
+            self._codec.secure(layer)
 
     def _allocate_id(self) -> int:
         call_id = self._next_id
@@ -162,6 +183,8 @@ class IpcConnection:
         Raises a `RemoteError` subclass for an error reply, `CallTimeoutError` when no reply
         comes within `timeout` seconds, `ConnectionLostError` when the connection breaks.
         """
+        if isinstance(self._broken, AuthenticationError):
+            raise self._broken
         if not self.usable or self._writer is None:
             raise ConnectionLostError(f"{self.address}: connection is closed") from self._broken
         call_id = self._allocate_id()
@@ -197,6 +220,11 @@ class IpcConnection:
                     self._codec.eof()
                     raise ConnectionLostError(f"{self.address}: connection closed by the server")
                 for reply in self._codec.receive(data):
+                    if reply.fatal and reply.call_id == AUTHORIZATION_FAILED_CALL_ID:
+                        # The server refused who we said we are (e.g. SIMPLE to a Kerberos
+                        # NameNode): every call on this connection fails with that reason.
+                        raise auth_refusal(reply.exception_class, reply.error_message,
+                                           kerberos=self._auth.auth_protocol == AUTH_SASL)
                     self._dispatch(reply)
                     if reply.fatal:
                         raise remote_error(reply.exception_class, reply.error_message,

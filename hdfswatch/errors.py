@@ -79,6 +79,43 @@ class ConfigError(HdfsWatchError, FatalError):
     """A Hadoop configuration directory, an address or a pattern that cannot be used."""
 
 
+# --------------------------------------------------------------------------- authentication
+
+
+class AuthenticationError(HdfsWatchError):
+    """The connection could not prove who it is to the NameNode, or the NameNode to it."""
+
+
+class KerberosCredentialsError(AuthenticationError, TransientError):
+    """No usable Kerberos ticket (none, expired, or the KDC away): retryable, since a `kinit`,
+    a renewal or a keytab login later heals it."""
+
+
+class ClockSkewError(AuthenticationError, TransientError):
+    """This host's clock is too far from the KDC's or the NameNode's (Kerberos allows 5 minutes
+    by default): retryable, since NTP catching up heals it."""
+
+
+class AuthenticationRefused(AuthenticationError, TransientError):
+    """The NameNode refused the SASL negotiation for a reason it did not name more precisely
+    (its own keytab or KDC may be at fault): retried, since the server side may heal."""
+
+
+class ServicePrincipalError(AuthenticationError, FatalError):
+    """The NameNode's Kerberos principal is not the one configured, or the KDC does not know
+    it: `dfs.namenode.kerberos.principal` must change."""
+
+
+class AuthMethodMismatch(AuthenticationError, FatalError):
+    """The NameNode and this client share no authentication method or protection level (one
+    is Kerberos and the other SIMPLE, or `hadoop.rpc.protection` differs)."""
+
+
+class KerberosUnavailableError(AuthenticationError, FatalError):
+    """Kerberos is configured but the `gssapi` package (or the system's Kerberos library) is
+    missing."""
+
+
 # --------------------------------------------------------------------------- remote (NameNode) errors
 
 
@@ -186,3 +223,34 @@ def remote_error(exception_class: str, message: str, *, method: str | None = Non
         else:
             cls = UnknownRemoteError
     return cls(exception_class, message, method=method, fatal=fatal)
+
+
+# The IPC server answers a failed authentication on this call id (Server.AUTHORIZATION_FAILED_CALL_ID).
+AUTHORIZATION_FAILED_CALL_ID = -1
+_SIMPLE_REFUSED = "SIMPLE authentication is not enabled"
+
+
+def auth_refusal(exception_class: str, message: str, *, kerberos: bool) -> AuthenticationError:
+    """The typed error for a NameNode refusing the connection during authentication.
+
+    `kerberos` says what this client tried (SASL/GSSAPI, else SIMPLE), to name the fix.
+    """
+    text = (message or "").strip()
+    first = text.splitlines()[0] if text else exception_class.rsplit(".", 1)[-1]
+    if _SIMPLE_REFUSED in text and not kerberos:
+        return AuthMethodMismatch(
+            "the NameNode wants Kerberos (it refuses SIMPLE authentication): set "
+            "hadoop.security.authentication=kerberos in core-site.xml of HADOOP_CONF_DIR "
+            f"(NameNode said: {first})")
+    lowered = text.lower()
+    if "clock skew" in lowered:
+        return ClockSkewError(
+            f"the NameNode refused the Kerberos ticket because of clock skew: sync this host's "
+            f"clock with NTP (NameNode said: {first})")
+    if "ticket expired" in lowered or "tkt_expired" in lowered:
+        return KerberosCredentialsError(
+            f"the NameNode refused an expired Kerberos ticket: renew it (kinit -R) or log in "
+            f"again from the keytab (NameNode said: {first})")
+    return AuthenticationRefused(
+        f"the NameNode refused the {'Kerberos' if kerberos else 'SIMPLE'} authentication: "
+        f"{first}")

@@ -11,6 +11,11 @@ Wire format (Hadoop IPC version 9):
     preamble   b"hrpc" | version 9 | service class | auth protocol (0 none/SIMPLE, -33 SASL)
     request    u32 length | varint-delimited RpcRequestHeaderProto | delimited payload(s)
     reply      u32 length | varint-delimited RpcResponseHeaderProto | delimited payload (SUCCESS)
+
+With a SASL security layer (integrity or privacy, `hdfswatch.sasl.SecurityLayer`), that byte
+stream travels inside SASL messages both ways: every piece of it is wrapped and sent as a
+request under the SASL call id whose payload is RpcSaslProto{WRAP, token}; replies arrive as
+the same, and the unwrapped tokens, concatenated, are the reply stream above.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import struct
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from google.protobuf.message import DecodeError, Message
 
@@ -25,6 +31,9 @@ from hdfswatch.errors import FrameTooLargeError, ProtocolError
 from hdfswatch.proto import IpcConnectionContext_pb2 as ctx_pb
 from hdfswatch.proto import ProtobufRpcEngine2_pb2 as engine_pb
 from hdfswatch.proto import RpcHeader_pb2 as rpc_pb
+
+if TYPE_CHECKING:
+    from hdfswatch.sasl import SecurityLayer
 
 IPC_VERSION = 9
 AUTH_SIMPLE = 0
@@ -190,6 +199,16 @@ class ClientCodec:
             raise ValueError("client id must be 16 bytes")
         self.max_frame = max_frame
         self._buf = bytearray()
+        self._layer: SecurityLayer | None = None
+        self._inner = bytearray()  # unwrapped reply bytes not yet a whole frame
+
+    @property
+    def layer(self) -> SecurityLayer | None:
+        return self._layer
+
+    def secure(self, layer: SecurityLayer) -> None:
+        """From now on, wrap what is sent and unwrap what is received (after SASL SUCCESS)."""
+        self._layer = layer
 
     # ---- outgoing
 
@@ -208,9 +227,20 @@ class ClientCodec:
         return delimited(header.SerializeToString())
 
     @staticmethod
-    def _packet(*parts: bytes) -> bytes:
+    def _frame(*parts: bytes) -> bytes:
         body = b"".join(parts)
         return _LEN.pack(len(body)) + body
+
+    def _packet(self, *parts: bytes) -> bytes:
+        frame = self._frame(*parts)
+        if self._layer is None:
+            return frame
+        header = self._header(SASL_CALL_ID)
+        return b"".join(
+            self._frame(header, delimited(
+                rpc_pb.RpcSaslProto(state=rpc_pb.RpcSaslProto.WRAP, token=token)
+                .SerializeToString()))
+            for token in self._layer.wrap(frame))
 
     def connection_context(self, effective_user: str, real_user: str | None = None) -> bytes:
         user = ctx_pb.UserInformationProto(effectiveUser=effective_user)
@@ -222,7 +252,7 @@ class ClientCodec:
 
     def sasl(self, message: Message) -> bytes:
         """A SASL negotiation message (RpcSaslProto) under the SASL call id."""
-        return self._packet(self._header(SASL_CALL_ID), delimited(message.SerializeToString()))
+        return self._frame(self._header(SASL_CALL_ID), delimited(message.SerializeToString()))
 
     def call(self, call_id: int, method: str, request: bytes, retry_count: int = -1) -> bytes:
         """A call of `method` whose request message is already serialized."""
@@ -239,14 +269,38 @@ class ClientCodec:
     @property
     def buffered(self) -> int:
         """Bytes of an incomplete frame held back."""
-        return len(self._buf)
+        return len(self._buf) + len(self._inner)
 
     def receive(self, data: bytes) -> list[RpcReply]:
         """Feed received bytes; return every reply completed by them, in order."""
         if data:
             self._buf += data
-        replies = []
-        buf = self._buf
+        frames = self._take_frames(self._buf)
+        if self._layer is None:
+            return [parse_frame(frame) for frame in frames]
+        replies: list[RpcReply] = []
+        for frame in frames:
+            outer = parse_frame(frame)
+            if outer.call_id != SASL_CALL_ID or not outer.ok:
+                if outer.ok:
+                    raise ProtocolError(f"reply to call {outer.call_id} not wrapped on a "
+                                        "connection with SASL protection")
+                replies.append(outer)  # an error the server did not wrap: pass it on
+                continue
+            message = rpc_pb.RpcSaslProto()
+            try:
+                message.ParseFromString(outer.payload)
+            except DecodeError as exc:
+                raise ProtocolError(f"undecodable SASL message: {exc}") from None
+            if message.state != rpc_pb.RpcSaslProto.WRAP:
+                raise ProtocolError("SASL message other than WRAP after the negotiation")
+            self._inner += self._layer.unwrap(message.token)
+            replies.extend(parse_frame(inner) for inner in self._take_frames(self._inner))
+        return replies
+
+    def _take_frames(self, buf: bytearray) -> list[bytes]:
+        """Remove and return the complete length-prefixed frames at the start of `buf`."""
+        frames = []
         pos = 0
         while len(buf) - pos >= 4:
             (length,) = _LEN.unpack_from(buf, pos)
@@ -259,15 +313,16 @@ class ClientCodec:
             if len(buf) - pos - 4 < length:
                 break
             start = pos + 4
-            replies.append(parse_frame(bytes(buf[start:start + length])))
+            frames.append(bytes(buf[start:start + length]))
             pos = start + length
         if pos:
-            del self._buf[:pos]
-        return replies
+            del buf[:pos]
+        return frames
 
     def eof(self) -> None:
         """The peer closed the stream. Raises ProtocolError if it cut a reply short."""
-        if self._buf:
-            n = len(self._buf)
+        if self._buf or self._inner:
+            n = len(self._buf) + len(self._inner)
             self._buf.clear()
+            self._inner.clear()
             raise ProtocolError(f"connection closed in the middle of a reply ({n} bytes of it received)")

@@ -4,6 +4,10 @@ Edge nodes already carry `core-site.xml` and `hdfs-site.xml`; this module reads 
 HDFS clients do: `fs.defaultFS` names either a NameNode (`hdfs://host:port`) or a nameservice
 (`hdfs://ns`), whose HA NameNodes are listed by `dfs.ha.namenodes.<ns>` with their RPC and HTTP
 addresses under `dfs.namenode.rpc-address.<ns>.<id>` and `dfs.namenode.http-address.<ns>.<id>`.
+
+`RpcSecurity` is how to authenticate to the NameNode, from `hadoop.security.authentication`,
+`hadoop.rpc.protection`, `dfs.namenode.kerberos.principal` and
+`ipc.client.fallback-to-simple-auth-allowed`.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import os
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,6 +40,64 @@ class NameNodeAddress:
 
 
 @dataclass(frozen=True)
+class RpcSecurity:
+    """How the NameNode client authenticates (Hadoop's names in the comments).
+
+    `protection` lists the acceptable levels, most wanted first, as `hadoop.rpc.protection`
+    does ("privacy,integrity"). `client_principal` and `keytab` are this client's own
+    credentials (no Hadoop setting: None means the ticket cache's principal).
+    """
+
+    authentication: str = "simple"            # hadoop.security.authentication
+    protection: tuple[str, ...] = ("authentication",)  # hadoop.rpc.protection
+    namenode_principal: str | None = None     # dfs.namenode.kerberos.principal
+    fallback_to_simple: bool = False          # ipc.client.fallback-to-simple-auth-allowed
+    client_principal: str | None = None
+    keytab: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.authentication not in ("simple", "kerberos"):
+            raise ConfigError(f"hadoop.security.authentication is {self.authentication!r}: "
+                              "this client does simple or kerberos")
+        from hdfswatch.sasl import parse_protection
+
+        parse_protection(self.protection)  # a ConfigError names an unknown level
+
+    @property
+    def kerberos(self) -> bool:
+        return self.authentication == "kerberos"
+
+    def with_overrides(self, **changes: object) -> RpcSecurity:
+        """A copy with the given fields changed (None leaves a field as it is)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+
+def rpc_security(props: Mapping[str, str]) -> RpcSecurity:
+    """The `RpcSecurity` that Hadoop properties describe."""
+    auth = (props.get("hadoop.security.authentication") or "simple").strip().lower()
+    protection = tuple(p.strip().lower() for p in
+                       (props.get("hadoop.rpc.protection") or "authentication").split(",")
+                       if p.strip()) or ("authentication",)
+    principal = (props.get("dfs.namenode.kerberos.principal") or "").strip() or None
+    fallback = (props.get("ipc.client.fallback-to-simple-auth-allowed") or "false"
+                ).strip().lower() == "true"
+    return RpcSecurity(authentication=auth, protection=protection,
+                       namenode_principal=principal, fallback_to_simple=fallback)
+
+
+def load_rpc_security(conf_dir: str | os.PathLike[str] | None = None) -> RpcSecurity:
+    """The NameNode client's security from `conf_dir`, else from `$HADOOP_CONF_DIR` when it
+    is set; SIMPLE authentication when neither names a directory with the files."""
+    if conf_dir is None and not os.environ.get("HADOOP_CONF_DIR"):
+        return RpcSecurity()
+    directory = conf_dir_from_env(conf_dir)
+    raw: dict[str, str] = {}
+    for name in ("core-site.xml", "hdfs-site.xml"):
+        raw.update(read_properties(directory / name))
+    return rpc_security({k: _expand(v, raw) for k, v in raw.items()})
+
+
+@dataclass(frozen=True)
 class HadoopConf:
     """What hdfswatch needs from a Hadoop configuration."""
 
@@ -53,6 +116,10 @@ class HadoopConf:
 
     def get(self, key: str, default: str | None = None) -> str | None:
         return self.properties.get(key, default)
+
+    @property
+    def rpc_security(self) -> RpcSecurity:
+        return rpc_security(self.properties)
 
 
 def conf_dir_from_env(conf_dir: str | os.PathLike[str] | None = None) -> Path:

@@ -6,6 +6,9 @@ next address; after a full round without success it backs off (exponentially, bo
 tries again until `retry_for` seconds have passed. Calls are only repeated when that is safe:
 every read-only method here is idempotent, and a call that failed before it was sent is always
 retried.
+
+Authentication follows `hadoop_conf.RpcSecurity` (by default from `$HADOOP_CONF_DIR`): SIMPLE,
+or Kerberos over SASL (`hdfswatch.kerberos`) with the protection `hadoop.rpc.protection` asks.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from hdfswatch.errors import (
 )
 from hdfswatch.events import EventsList, decode_edits_reply
 from hdfswatch.framing import CLIENT_PROTOCOL, DEFAULT_MAX_FRAME
+from hdfswatch.hadoop_conf import RpcSecurity, load_rpc_security
 from hdfswatch.proto import ClientNamenodeProtocol_pb2 as cnp_pb
 from hdfswatch.proto import hdfs_pb2
 
@@ -125,6 +129,20 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def authenticator(security: RpcSecurity, user: str) -> Authenticator:
+    """SIMPLE as `user`, or Kerberos as `security` says (then `user` is only the name for a
+    fallback to SIMPLE: with Kerberos the ticket says who the client is)."""
+    if not security.kerberos:
+        return SimpleAuth(user)
+    from hdfswatch.kerberos import KerberosAuth
+    from hdfswatch.sasl import parse_protection
+
+    return KerberosAuth(principal=security.namenode_principal,
+                        protections=parse_protection(security.protection),
+                        client_principal=security.client_principal, keytab=security.keytab,
+                        allow_simple=security.fallback_to_simple, simple_user=user)
+
+
 def default_user() -> str:
     """`$HADOOP_USER_NAME` (as Hadoop's SIMPLE authentication reads it), else the OS user."""
     return os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
@@ -138,12 +156,17 @@ class NameNodeClient:
             status = await nn.get_file_info("/data/x.parquet")
             async for entry in nn.list_dir("/data"):
                 ...
+
+    `security` says how to authenticate (None: as `$HADOOP_CONF_DIR` says, else SIMPLE);
+    `auth` replaces it with any `Authenticator`. With Kerberos, `user` names the client only
+    until the first connection; then it is the ticket's principal.
     """
 
     def __init__(self, addresses: Sequence[str], user: str | None = None, *,
                  connect_timeout: float = 5.0, call_timeout: float = 60.0,
                  retry_for: float | None = 120.0, backoff_initial: float = 0.05,
                  backoff_max: float = 5.0, auth: Authenticator | None = None,
+                 security: RpcSecurity | None = None,
                  max_frame: int = DEFAULT_MAX_FRAME) -> None:
         if isinstance(addresses, str):
             addresses = [a for a in addresses.split(",") if a.strip()]
@@ -152,7 +175,14 @@ class NameNodeClient:
         self.addresses: tuple[str, ...] = tuple(addresses)
         self._endpoints = [parse_address(a) for a in self.addresses]
         self.user = user or (auth.effective_user if auth else default_user())
-        self._auth: Authenticator = auth or SimpleAuth(self.user)
+        if auth is None:
+            self.security = security if security is not None else load_rpc_security()
+            auth = authenticator(self.security, self.user)
+            if self.security.kerberos and self.security.client_principal:
+                self.user = self.security.client_principal
+        else:
+            self.security = security or RpcSecurity()
+        self._auth: Authenticator = auth
         self.connect_timeout = connect_timeout
         self.call_timeout = call_timeout
         self.retry_for = retry_for
@@ -178,6 +208,8 @@ class NameNodeClient:
         from hdfswatch.hadoop_conf import load_hadoop_conf
 
         conf = load_hadoop_conf(conf_dir, nameservice=nameservice)
+        if kwargs.get("auth") is None and kwargs.get("security") is None:
+            kwargs["security"] = conf.rpc_security
         return cls(conf.rpc_addresses, user, **kwargs)
 
     # ---------------------------------------------------------------- lifecycle
@@ -194,6 +226,13 @@ class NameNodeClient:
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
+
+    @property
+    def protection(self) -> str | None:
+        """The protection of the current connection ("authentication", "integrity",
+        "privacy"), None with SIMPLE authentication or before the first connection."""
+        conn = self._conn
+        return conn.protection if conn is not None else None
 
     @property
     def active_address(self) -> str:
@@ -220,6 +259,8 @@ class NameNodeClient:
                                  connect_timeout=self.connect_timeout,
                                  max_frame=self._max_frame)
             await conn.open()
+            if self._auth.effective_user:
+                self.user = self._auth.effective_user
             self.connects += 1
             self._conn = conn
             return conn
