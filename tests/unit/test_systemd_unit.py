@@ -9,6 +9,7 @@ installs them first, `make unit` leaves those tests out.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections import defaultdict
@@ -142,3 +143,22 @@ def test_sysusers_creates_the_user_the_unit_runs_as(tmp_path: Path) -> None:
     assert int(user[2]) < 1000  # a system user
     groups = {line.split(":")[0] for line in (tmp_path / "etc/group").read_text().splitlines()}
     assert unit["Group"][0] in groups
+
+
+def uncommented_credentials(text: str) -> str:
+    """The unit with its commented credentials wiring switched on."""
+    return re.sub(r"^#((?:LoadCredential|Environment)=.*)$", r"\1", text, flags=re.M)
+
+
+def test_the_credentials_wiring_is_there_to_switch_on() -> None:
+    s = parse_unit(uncommented_credentials(UNIT.read_text()))["Service"]
+    names = {c.partition(":")[0] for c in s["LoadCredential"]}
+    assert {"kafka-password", "admin-token", "http.key", "keytab"} <= names
+    assert "KRB5_CLIENT_KTNAME=%d/keytab" in s["Environment"]
+    assert "LoadCredential" not in parse_unit(UNIT.read_text())["Service"]  # off until wanted
+
+
+@pytest.mark.tools
+def test_systemd_analyze_verify_accepts_the_credentials_wiring(tmp_path: Path) -> None:
+    result = verify(make_root(tmp_path, uncommented_credentials(UNIT.read_text())))
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
