@@ -24,10 +24,14 @@ def _target(args: argparse.Namespace) -> tuple[str, str | None, ssl.SSLContext |
     if args.config:
         from pipeline import config as config_mod
 
-        cfg = config_mod.load(args.config)
+        # Outside the service a token kept as a systemd credential cannot be read: then it
+        # comes from --token or $HDFS2KAFKA_TOKEN.
+        cfg = config_mod.load(args.config, unread_credentials=True)
         scheme = "https" if cfg.daemon.http_tls_cert else "http"
         url = url or f"{scheme}://{cfg.daemon.http}"
-        token = token or (cfg.daemon.admin_token.reveal() if cfg.daemon.admin_token else None)
+        unread = any(n.startswith("daemon.admin_token:") for n in cfg.notes)
+        if cfg.daemon.admin_token and not unread:
+            token = token or cfg.daemon.admin_token.reveal()
         if cfg.daemon.http_tls_cert:
             # The system's CAs, and the daemon's own certificate (a self-signed one trusts itself).
             context = ssl.create_default_context()
@@ -40,7 +44,13 @@ def _target(args: argparse.Namespace) -> tuple[str, str | None, ssl.SSLContext |
 
 
 def call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    url, token, context = _target(args)
+    """(HTTP status, the answer's document or error); status 0 when the daemon cannot be asked."""
+    from pipeline.config import ConfigError
+
+    try:
+        url, token, context = _target(args)
+    except ConfigError as exc:
+        return 0, str(exc)
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(f"{url}{path}", data=data, method=method)
     if data is not None:
