@@ -519,16 +519,16 @@ def _http_tls(v: _Validator, d: _Section) -> tuple[str | None, str | None]:
                                     "certificate chain and its private key (PEM files)")
         return None, None
     if cert and key:
+        for name, p in (("http_tls_cert", cert), ("http_tls_key", key)):
+            try:
+                with open(p, "rb"):
+                    pass
+            except OSError as exc:
+                v.problem(f"{w}.{name}", f"cannot read {p}: {exc.strerror}"
+                          + (" (readable by the daemon's user?)" if isinstance(exc, PermissionError) else ""))
+                return None, None
         try:
             ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
-        except FileNotFoundError as exc:
-            v.problem(f"{w}.http_tls_{'cert' if exc.filename in (None, cert) else 'key'}",
-                      f"cannot read {exc.filename or cert}: no such file")
-            return None, None
-        except PermissionError as exc:
-            v.problem(f"{w}.http_tls_cert", f"cannot read {exc.filename or cert + ' or ' + key}: "
-                                            "permission denied (readable by the daemon's user?)")
-            return None, None
         except (ssl.SSLError, OSError) as exc:
             v.problem(f"{w}.http_tls_cert", f"{cert} and {key} are not a PEM certificate chain and "
                                             f"its unencrypted private key ({getattr(exc, 'reason', None) or exc})")

@@ -91,7 +91,9 @@ def test_half_a_pair_or_a_wrong_key_is_refused(tmp_path: Path) -> None:
         ({"http_tls_cert": "cert.pem", "http_tls_key": "other/key.pem"},
          f"daemon.http_tls_cert: {tmp_path}/cert.pem and {tmp_path}/other/key.pem are not a PEM certificate chain"),
         ({"http_tls_cert": "nope.pem", "http_tls_key": "key.pem"},
-         f"daemon.http_tls_cert: cannot read {tmp_path}/nope.pem: no such file"),
+         f"daemon.http_tls_cert: cannot read {tmp_path}/nope.pem: No such file or directory"),
+        ({"http_tls_cert": "cert.pem", "http_tls_key": "nope.key"},
+         f"daemon.http_tls_key: cannot read {tmp_path}/nope.key: No such file or directory"),
     ]
     for settings, expected in cases:
         with pytest.raises(ConfigError) as exc:
@@ -109,3 +111,27 @@ def test_the_key_can_be_a_systemd_credential(tmp_path: Path) -> None:
                                                       "http_tls_key": "${credential:http.key}"})
     cfg = config_mod.load(path, env={"CREDENTIALS_DIRECTORY": str(creds)})
     assert (cfg.daemon.http_tls_cert, cfg.daemon.http_tls_key) == (str(cert), str(creds / "http.key"))
+
+
+async def test_ctl_outside_the_service_takes_a_credential_token_from_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    self_signed(tmp_path)
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "admin-token").write_text("f00d" * 16 + "\n")
+    path = write_config(tmp_path / "h.toml", daemon={
+        "http": f"127.0.0.1:{free_port()}", "http_tls_cert": "cert.pem", "http_tls_key": "key.pem",
+        "admin_token": "${credential:admin-token}"})
+    d = Daemon(config_mod.load(path, env={"CREDENTIALS_DIRECTORY": str(creds)}))  # the service
+    server = HttpServer(d, Metrics(d), d.config.daemon.http)
+    await server.start()
+    try:
+        monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)  # an operator's shell
+        monkeypatch.delenv("HDFS2KAFKA_TOKEN", raising=False)
+        args = argparse.Namespace(url=None, config=str(path), token=None)
+        code, doc = await asyncio.to_thread(admin.call, args, "PUT", "/workers", {"workers": 3})
+        assert code == 401 and "admin_token" in doc
+        monkeypatch.setenv("HDFS2KAFKA_TOKEN", "f00d" * 16)
+        assert await asyncio.to_thread(admin.call, args, "PUT", "/workers", {"workers": 3}) == (200, {"workers": 3})
+    finally:
+        await server.stop()
