@@ -131,13 +131,29 @@ class IpcConnection:
                                                         self._auth.real_user))
             await writer.drain()
         except OSError as exc:
+            refusal = await self._refusal()
             await self.close()
+            if refusal is not None:
+                raise refusal from None
             raise ConnectionLostError(f"{self.address}: {exc}") from None
         except BaseException:
             await self.close()
             raise
         self._read_task = asyncio.get_running_loop().create_task(
             self._read_loop(), name=f"hdfswatch-ipc-read-{self.address}")
+
+    async def _refusal(self, wait: float = 1.0) -> AuthenticationError | None:
+        """After a write failed: the server's reason, if it refused our authentication and
+        closed (its reply may still be unread)."""
+        if self._reader is None:
+            return None
+        with contextlib.suppress(Exception):
+            data = await asyncio.wait_for(self._reader.read(_READ_CHUNK), wait)
+            for reply in self._codec.receive(data):
+                if reply.fatal and reply.call_id == AUTHORIZATION_FAILED_CALL_ID:
+                    return auth_refusal(reply.exception_class, reply.error_message,
+                                        kerberos=self._auth.auth_protocol == AUTH_SASL)
+        return None
 
     async def sasl_exchange(self, message: rpc_pb.RpcSaslProto,
                             reply_timeout: float = 30.0) -> rpc_pb.RpcSaslProto:

@@ -192,7 +192,10 @@ class KerberosAuth:
         self.keytab = keytab
         self.store = dict(store or {})
         if keytab:
+            # Tickets from the keytab go to a cache of this process's own, never mixed with
+            # (or refused because of) the principal in the user's default cache.
             self.store.setdefault("client_keytab", keytab)
+            self.store.setdefault("ccache", f"MEMORY:hdfswatch-{client_principal or 'keytab'}")
         self.allow_simple = allow_simple
         self._simple_user = simple_user
         self.effective_user = client_principal or simple_user or ""

@@ -90,3 +90,40 @@ def test_broken_xml(tmp_path):
     (tmp_path / "core-site.xml").write_text("<configuration><property>")
     with pytest.raises(ConfigError, match="not valid XML"):
         load_hadoop_conf(tmp_path)
+
+
+def test_kerberos_settings_come_from_the_conf_dir(tmp_path):
+    from hdfswatch.hadoop_conf import RpcSecurity, load_rpc_security
+
+    write_conf(tmp_path, {"fs.defaultFS": "hdfs://nn1:8020",
+                          "hadoop.security.authentication": "Kerberos",
+                          "hadoop.rpc.protection": "privacy, integrity"},
+               {"dfs.namenode.kerberos.principal": "nn/_HOST@EXAMPLE.COM"})
+    security = load_hadoop_conf(tmp_path).rpc_security
+    assert security == load_rpc_security(tmp_path)
+    assert security == RpcSecurity("kerberos", ("privacy", "integrity"), "nn/_HOST@EXAMPLE.COM")
+    assert security.kerberos
+    # The client's own arguments win over the files.
+    assert security.with_overrides(protection=("authentication",), namenode_principal=None
+                                   ).protection == ("authentication",)
+
+
+def test_without_a_conf_dir_the_client_speaks_simple(monkeypatch):
+    from hdfswatch.hadoop_conf import load_rpc_security
+
+    monkeypatch.delenv("HADOOP_CONF_DIR", raising=False)
+    assert not load_rpc_security().kerberos
+    assert NameNodeClient(["nn1:8020"], "etl").security.authentication == "simple"
+
+
+def test_an_unknown_authentication_or_protection_is_named(tmp_path):
+    from hdfswatch.hadoop_conf import load_rpc_security
+
+    write_conf(tmp_path, {"fs.defaultFS": "hdfs://nn1:8020",
+                          "hadoop.security.authentication": "ldap"}, {})
+    with pytest.raises(ConfigError, match="'ldap'"):
+        load_rpc_security(tmp_path)
+    write_conf(tmp_path, {"fs.defaultFS": "hdfs://nn1:8020",
+                          "hadoop.rpc.protection": "secrecy"}, {})
+    with pytest.raises(ConfigError, match="'secrecy'"):
+        load_rpc_security(tmp_path)
