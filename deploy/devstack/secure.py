@@ -18,6 +18,12 @@ their own state directory and on their own ports, so it runs beside the plain st
                                every topic operation on TOPIC for NAME (default hdfs2kafka), or
                                take that grant away: for tests of a missing ACL that is added
                                later
+    devstack hdfs --secure dfs|dfsadmin|getconf ARGS...   Hadoop's client, as the ticket in
+                               $KRB5CCNAME
+    devstack kafka --secure topics|acls|configs|console-producer|console-consumer
+                               [--as CONFIG] ARGS...   Kafka's tools as kafka-clients/CONFIG
+                               (hdfs2kafka-gssapi, hdfs2kafka-scram, hdfs2kafka-mtls, analyst-*;
+                               default kafka-gssapi, the broker, a super user)
 
 Why it is built this way:
 
@@ -480,6 +486,7 @@ def write_hadoop_conf() -> str:
                                         "dfs.web.authentication.kerberos.principal",
                                         "dfs.client.use.datanode.hostname")}
     client_hdfs["dfs.datanode.kerberos.principal"] = hdfs["dfs.datanode.kerberos.principal"]
+    client_hdfs["dfs.replication"] = 1
     (client / "core-site.xml").write_text(ds._xml(client_core))
     (client / "hdfs-site.xml").write_text(ds._xml(client_hdfs))
     (client / "ssl-client.xml").write_text(files["ssl-client.xml"])
@@ -638,7 +645,8 @@ def write_kafka_conf() -> Path:
         "ssl.truststore.location": tls_dir() / "truststore.p12",
         "ssl.truststore.password": pw,
         "listener.name.mtls.ssl.client.auth": "required",
-        "ssl.principal.mapping.rules": "RULE:^CN=([^,]+),.*$/$1/,DEFAULT",
+        # Java names the subject in RFC 2253 order ("O=...,CN=name"): take the CN wherever it is.
+        "ssl.principal.mapping.rules": "RULE:^(?:.*,)?CN=([^,]+)(?:,.*)?$/$1/,DEFAULT",
         # ACLs: nobody but the broker itself without one.
         "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "allow.everyone.if.no.acl.found": "false",
@@ -911,7 +919,13 @@ def _up() -> int:
     start_datanode()
     digest_file.write_text(digest)
     write_kafka_conf()
+    digest = hashlib.sha256((RUN / "kafka-conf" / "server.properties").read_bytes()).hexdigest()
+    digest_file = RUN / "kafka-conf.started"
+    if ds.running_pid("kafka") and digest_file.exists() and digest_file.read_text() != digest:
+        log("Kafka settings changed: restarting Kafka")
+        stop("kafka")
     start_kafka()
+    digest_file.write_text(digest)
     start_registry()
     ds.wait_ready("kafka", kafka_state, 120)
     ensure_acls()
@@ -1050,8 +1064,56 @@ def cmd_acl(args: list[str]) -> int:
     return 0
 
 
+HADOOP_TOOLS = {"dfs": "org.apache.hadoop.fs.FsShell", "dfsadmin": "org.apache.hadoop.hdfs.tools.DFSAdmin",
+                "getconf": "org.apache.hadoop.hdfs.tools.GetConf"}
+KAFKA_TOOLS = {"topics": "org.apache.kafka.tools.TopicCommand", "acls": ACL_TOOL,
+               "configs": "org.apache.kafka.tools.ConfigCommand",
+               "console-producer": "org.apache.kafka.tools.ConsoleProducer",
+               "console-consumer": "org.apache.kafka.tools.consumer.ConsoleConsumer"}
+
+
+def cmd_hdfs(args: list[str]) -> int:
+    """`hdfs --secure dfs -ls /`: Hadoop's own client with the client configuration, as whoever
+    holds the ticket in $KRB5CCNAME (none: Hadoop's "Client cannot authenticate")."""
+    if not args or args[0] not in HADOOP_TOOLS:
+        raise SystemExit(f"devstack: hdfs --secure {'|'.join(HADOOP_TOOLS)} ARGS...")
+    conf = RUN / "client-conf"
+    cmd = [ds.java(), "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", *java_krb_opts(),
+           f"-Dlog4j.configuration=file:{conf / 'log4j.properties'}",
+           "-cp", f"{conf}:{ds.lib_dir('hadoop')}/*", HADOOP_TOOLS[args[0]], *args[1:]]
+    return subprocess.run(cmd, env={**os.environ, "KRB5_CONFIG": str(krb5_dir() / "krb5.conf")}).returncode
+
+
+def cmd_kafka(args: list[str]) -> int:
+    """`kafka --secure topics --as hdfs2kafka-scram --list`: Kafka's own tools as one of the
+    client configs in kafka-clients/ (kafka-gssapi is the broker itself, a super user)."""
+    usage = (f"devstack: kafka --secure {'|'.join(KAFKA_TOOLS)} [--as CONFIG] ARGS... "
+             f"(CONFIG: {', '.join(p.stem for p in sorted((RUN / 'kafka-clients').glob('*.properties')))})")
+    if not args or args[0] not in KAFKA_TOOLS:
+        raise SystemExit(usage)
+    rest = args[1:]
+    config = "kafka-gssapi"
+    if "--as" in rest[:-1]:
+        i = rest.index("--as")
+        config = rest[i + 1]
+        rest = rest[:i] + rest[i + 2:]
+    if not client_config(config).exists():
+        raise SystemExit(usage)
+    conf = RUN / "kafka-conf"
+    port = KAFKA_MTLS if config.endswith("-mtls") else KAFKA_PORT
+    flag = "--command-config"  # Kafka 4.4 names it so for every tool; 3.x had per-tool names
+    if ds.KAFKA_VERSION.startswith("3.") and args[0].startswith("console-"):
+        flag = f"--{args[0].removeprefix('console-')}.config"
+    cmd = [ds.java(), "-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+           f"-Dlog4j2.configurationFile={conf / 'tools-log4j2.properties'}", *java_krb_opts(),
+           "-cp", kafka_classpath(), KAFKA_TOOLS[args[0]], "--bootstrap-server", f"{HOSTNAME}:{port}",
+           flag, str(client_config(config)), *rest]
+    return subprocess.run(cmd).returncode
+
+
 COMMANDS = {"up": cmd_up, "env": cmd_env, "status": cmd_status, "logs": cmd_logs, "down": cmd_down,
-            "restart": cmd_restart, "reset": cmd_reset, "kinit": cmd_kinit, "acl": cmd_acl}
+            "restart": cmd_restart, "reset": cmd_reset, "kinit": cmd_kinit, "acl": cmd_acl,
+            "hdfs": cmd_hdfs, "kafka": cmd_kafka}
 
 
 def main(argv: list[str], devstack: ModuleType) -> int:
