@@ -565,7 +565,8 @@ def namenode_state() -> tuple[bool, str]:
     live = json.loads(info.get("LiveNodes") or "{}")
     if not live:
         return False, "no live DataNode yet"
-    return True, f"NameNode active, {len(live)} live DataNode (https, rpc protection {RPC_PROTECTION})"
+    return True, (f"NameNode active, {len(live)} live DataNode "
+                  f"(https, rpc protection {applied()['rpc_protection']})")
 
 
 def webhdfs(method: str, path: str, op: str, ccache: Path, **params: str) -> str:
@@ -918,6 +919,9 @@ def _up() -> int:
     start_namenode()
     start_datanode()
     digest_file.write_text(digest)
+    (RUN / "settings.json").write_text(json.dumps(
+        {"rpc_protection": RPC_PROTECTION, "ticket_lifetime_s": TICKET_LIFE, "renew_lifetime_s": RENEW_LIFE,
+         "topic_prefixes": TOPIC_PREFIXES}) + "\n")
     write_kafka_conf()
     digest = hashlib.sha256((RUN / "kafka-conf" / "server.properties").read_bytes()).hexdigest()
     digest_file = RUN / "kafka-conf.started"
@@ -937,6 +941,15 @@ def _up() -> int:
     return 0
 
 
+def applied() -> dict[str, object]:
+    """The settings the last `up` applied (what the running stack has), else this shell's."""
+    try:
+        return dict(json.loads((RUN / "settings.json").read_text()))
+    except (FileNotFoundError, ValueError):
+        return {"rpc_protection": RPC_PROTECTION, "ticket_lifetime_s": TICKET_LIFE,
+                "renew_lifetime_s": RENEW_LIFE, "topic_prefixes": TOPIC_PREFIXES}
+
+
 def env_lines() -> list[str]:
     ca = tls_dir() / "ca.pem"
     return [
@@ -950,7 +963,7 @@ def env_lines() -> list[str]:
         f"export HDFS_NAMENODE={HOSTNAME}:{NN_RPC}",
         f"export WEBHDFS_URL=https://{HOSTNAME}:{NN_HTTPS}",
         f"export HDFS_USER={DAEMON}",
-        f"export HDFS_RPC_PROTECTION={RPC_PROTECTION}",
+        f"export HDFS_RPC_PROTECTION={applied()['rpc_protection']}",
         f"export KAFKA_BOOTSTRAP={HOSTNAME}:{KAFKA_PORT}",
         "export KAFKA_SECURITY_PROTOCOL=SASL_SSL",
         "export KAFKA_SASL_MECHANISM=GSSAPI",
@@ -989,8 +1002,10 @@ def cmd_status(_args: list[str]) -> int:
         else:
             all_ok = False
         print(f"{role:9s} {state}")
-    print(f"versions  hadoop {ds.HADOOP_VERSION}, kafka {ds.KAFKA_VERSION}; realm {REALM}; "
-          f"state in {RUN}")
+    settings = applied()
+    print(f"versions  hadoop {ds.HADOOP_VERSION}, kafka {ds.KAFKA_VERSION}; realm {REALM}, "
+          f"tickets of {DAEMON} and {ANALYST} {settings['ticket_lifetime_s']}s "
+          f"(renewable {settings['renew_lifetime_s']}s); state in {RUN}")
     return 0 if all_ok else 1
 
 
@@ -1123,8 +1138,7 @@ def main(argv: list[str], devstack: ModuleType) -> int:
     ds = devstack
     HOME = Path(os.environ.get("DEVSTACK_SECURE_HOME") or ds.HOME / "secure")
     RUN = HOME / "run"
-    ds.HOME = HOME  # start_java, running_pid, pid and log files follow these
-    ds.RUN = RUN
+    vars(ds).update(HOME=HOME, RUN=RUN)  # start_java, running_pid, pid and log files follow these
     STARTERS.update({"kdc": start_kdc, "namenode": start_namenode, "datanode": start_datanode,
                      "kafka": start_kafka, "registry": start_registry})
     CHECKS.update({"kdc": kdc_state, "namenode": namenode_state, "datanode": None,
