@@ -70,6 +70,8 @@ Settings (environment), besides the plain stack's DEVSTACK_HOME, DEVSTACK_LIB an
     DEVSTACK_TICKET_LIFETIME (10h)  DEVSTACK_TICKET_RENEW_LIFETIME (7d): 90s, 2m, 10h, 7d
     DEVSTACK_SECURE_TOPIC_PREFIXES  topic and group prefixes granted to hdfs2kafka
                              (default "hdfs2kafka,demo-,secure-")
+    These four stick: an `up` whose environment does not set one keeps what the stack has
+    (settings.json in the state directory); `reset --secure` returns to the defaults.
     DEVSTACK_SECURE_KDC_PORT (17088) DEVSTACK_SECURE_NN_RPC_PORT (17820)
     DEVSTACK_SECURE_NN_HTTPS_PORT (17871) DEVSTACK_SECURE_DN_PORT (17866)
     DEVSTACK_SECURE_DN_HTTPS_PORT (17865) DEVSTACK_SECURE_DN_IPC_PORT (17867)
@@ -120,9 +122,11 @@ KAFKA_CONTROLLER = _port("DEVSTACK_SECURE_KAFKA_CONTROLLER_PORT", 17093)
 KAFKA_MTLS = _port("DEVSTACK_SECURE_KAFKA_MTLS_PORT", 17094)
 REGISTRY_PORT = _port("DEVSTACK_SECURE_REGISTRY_PORT", 17081)
 
-RPC_PROTECTION = os.environ.get("DEVSTACK_RPC_PROTECTION", "authentication").replace(" ", "")
-TOPIC_PREFIXES = [p.strip() for p in os.environ.get(
-    "DEVSTACK_SECURE_TOPIC_PREFIXES", "hdfs2kafka,demo-,secure-").split(",") if p.strip()]
+# These four are set by main(): from the environment, else kept from the stack's last `up`.
+RPC_PROTECTION = "authentication"
+TOPIC_PREFIXES = ["hdfs2kafka", "demo-", "secure-"]
+TICKET_LIFE = 36000
+RENEW_LIFE = 7 * 86400
 TXN_PREFIX = "hdfs2kafka-"
 
 
@@ -135,8 +139,25 @@ def seconds(text: str) -> int:
     return int(text)
 
 
-TICKET_LIFE = seconds(os.environ.get("DEVSTACK_TICKET_LIFETIME", "10h"))
-RENEW_LIFE = seconds(os.environ.get("DEVSTACK_TICKET_RENEW_LIFETIME", "7d"))
+
+
+def _settings() -> None:
+    """The stack's settings: each from the environment when set there, else what the last `up`
+    applied (so an `up` from another shell does not undo them), else the default."""
+    global RPC_PROTECTION, TOPIC_PREFIXES, TICKET_LIFE, RENEW_LIFE
+    try:
+        prev = json.loads((RUN / "settings.json").read_text())
+    except (FileNotFoundError, ValueError):
+        prev = {}
+    env = os.environ.get
+    RPC_PROTECTION = (env("DEVSTACK_RPC_PROTECTION") or prev.get("rpc_protection")
+                      or RPC_PROTECTION).replace(" ", "")
+    prefixes = env("DEVSTACK_SECURE_TOPIC_PREFIXES")
+    TOPIC_PREFIXES = ([p.strip() for p in prefixes.split(",") if p.strip()] if prefixes
+                      else list(prev.get("topic_prefixes") or TOPIC_PREFIXES))
+    life, renew = env("DEVSTACK_TICKET_LIFETIME"), env("DEVSTACK_TICKET_RENEW_LIFETIME")
+    TICKET_LIFE = seconds(life) if life else int(prev.get("ticket_lifetime_s") or TICKET_LIFE)
+    RENEW_LIFE = seconds(renew) if renew else int(prev.get("renew_lifetime_s") or RENEW_LIFE)
 
 ds: ModuleType  # the devstack script, its helpers pointed at this stack's state directory
 HOME: Path
@@ -1139,6 +1160,7 @@ def main(argv: list[str], devstack: ModuleType) -> int:
     HOME = Path(os.environ.get("DEVSTACK_SECURE_HOME") or ds.HOME / "secure")
     RUN = HOME / "run"
     vars(ds).update(HOME=HOME, RUN=RUN)  # start_java, running_pid, pid and log files follow these
+    _settings()
     STARTERS.update({"kdc": start_kdc, "namenode": start_namenode, "datanode": start_datanode,
                      "kafka": start_kafka, "registry": start_registry})
     CHECKS.update({"kdc": kdc_state, "namenode": namenode_state, "datanode": None,
