@@ -101,6 +101,14 @@ class HdfsConfig:
     webhdfs: str
     user: str
     hadoop_conf_dir: str | None = None
+    """Hadoop's client configuration: the NameNodes (when `namenodes` is empty) and how to
+    authenticate (`hadoop.security.authentication`, `hadoop.rpc.protection`,
+    `dfs.namenode.kerberos.principal`); the three settings below override it."""
+    authentication: str | None = None      # simple | kerberos
+    rpc_protection: str | None = None      # authentication | integrity | privacy (a list allowed)
+    namenode_principal: str | None = None  # e.g. nn/_HOST@EXAMPLE.COM
+    ca_file: str | None = None
+    """PEM CA certificates trusted for an https:// WebHDFS (None: the system's)."""
     detector: str = "inotify"
     listing_interval_s: float = 10.0
 
@@ -116,12 +124,23 @@ class KafkaConfig:
 
 
 @dataclass(frozen=True)
+class KerberosConfig:
+    """The daemon's own Kerberos identity, for every connection (NameNode, WebHDFS, Kafka)."""
+
+    principal: str | None = None
+    keytab: str | None = None
+    """With a keytab the daemon gets and renews its tickets itself; without one it uses the
+    ticket cache ($KRB5CCNAME) that the operator keeps fresh."""
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     daemon: DaemonConfig
     hdfs: HdfsConfig
     kafka: KafkaConfig
     sources: tuple[SourceConfig, ...]
+    kerberos: KerberosConfig = field(default_factory=KerberosConfig)
     secrets: tuple[tuple[str, str], ...] = ()
     """(setting, where its value comes from) for every secret setting given."""
     notes: tuple[str, ...] = ()
@@ -160,6 +179,7 @@ RELOAD: dict[str, str] = {
     "daemon.ledger_retention_hours": NEW_FLOW,
     "hdfs": RESTART,    # another cluster or user: other files behind the same paths
     "kafka": RESTART,   # another cluster or ledger topic: an empty ledger, every file again
+    "kerberos": RESTART,  # the identity of every open connection
     "sources": LIVE,    # changed and removed at once; an added source starts in a new flow
 }
 
@@ -255,7 +275,7 @@ def load_connection(path: str | Path) -> tuple[HdfsConfig, KafkaConfig]:
 def parse(raw: Mapping[str, Any], path: str = "<config>", env: Mapping[str, str] | None = None,
           unread_credentials: bool = False) -> Config:
     v = _Validator(path, env=env, unread_credentials=unread_credentials)
-    known = {"daemon", "hdfs", "kafka", "sources"}
+    known = {"daemon", "hdfs", "kafka", "kerberos", "sources"}
     for key in raw:
         if key not in known:
             v.problem(key, f"unknown section (expected one of {', '.join(sorted(known))})")
@@ -263,6 +283,7 @@ def parse(raw: Mapping[str, Any], path: str = "<config>", env: Mapping[str, str]
     hdfs = _hdfs(v, _table(v, raw, "hdfs", required=True))
     kafka = _kafka(v, _table(v, raw, "kafka", required=True), Path(path).parent)
     sources = _sources(v, raw.get("sources", []))
+    kerberos = _kerberos(v, _table(v, raw, "kerberos", required=False))
     if kafka is not None and not kafka.schema_registry:
         for s in sources:
             if s.value_format == "avro":
@@ -272,7 +293,7 @@ def parse(raw: Mapping[str, Any], path: str = "<config>", env: Mapping[str, str]
         raise ConfigError(path, v.problems)
     assert daemon and hdfs and kafka
     return Config(path=path, daemon=daemon, hdfs=hdfs, kafka=kafka, sources=tuple(sources),
-                  secrets=tuple(v.secrets), notes=tuple(v.notes))
+                  kerberos=kerberos, secrets=tuple(v.secrets), notes=tuple(v.notes))
 
 
 class _Validator:
@@ -283,6 +304,8 @@ class _Validator:
         self.partial = partial  # required settings may be missing (see load_connection)
         self.env = os.environ if env is None else env
         self.unread_credentials = unread_credentials
+        self.jaas_kerberos: dict[str, str] = {}
+        """keyTab and principal of a Krb5LoginModule in kafka.sasl.jaas.config."""
         self.problems: list[str] = []
         self.notes: list[str] = []
         self.secrets: list[tuple[str, str]] = []
@@ -550,11 +573,27 @@ def _hdfs(v: _Validator, t: Mapping[str, Any]) -> HdfsConfig | None:
     if webhdfs and not webhdfs.startswith(("http://", "https://")):
         v.problem(f"{w}.webhdfs", f"expected an http(s):// URL (got {webhdfs!r})")
     user = h.get("user", str, required=True)
+    authentication = h.get("authentication", str)
+    if authentication is not None and authentication not in ("simple", "kerberos"):
+        v.problem(f"{w}.authentication", f"must be simple or kerberos (got {authentication!r})")
+    protection = h.get("rpc_protection", str)
+    if protection is not None:
+        levels = [p.strip() for p in protection.split(",") if p.strip()]
+        if not levels or any(p not in ("authentication", "integrity", "privacy") for p in levels):
+            v.problem(f"{w}.rpc_protection", "must be authentication, integrity or privacy "
+                                             f"(or a comma list of them, most wanted first; got {protection!r})")
+    ca_file = v.path_setting(f"{w}.ca_file", h.get("ca_file", str))
+    if ca_file:
+        _readable(v, f"{w}.ca_file", ca_file)
     return HdfsConfig(
         namenodes=tuple(n for n in namenodes if isinstance(n, str)),
         webhdfs=(webhdfs or "").rstrip("/"),
         user=user or "",
         hadoop_conf_dir=conf_dir,
+        authentication=authentication,
+        rpc_protection=protection,
+        namenode_principal=h.get("namenode_principal", str),
+        ca_file=ca_file,
         detector=h.choice("detector", DETECTORS),
         listing_interval_s=h.positive("listing_interval_s", float),
     )
@@ -613,6 +652,38 @@ def read_properties(path: Path) -> dict[str, str]:
 
 
 _JAAS_FIELD = re.compile(r'(username|password)\s*=\s*"([^"]*)"')
+_JAAS_KERBEROS = re.compile(r'(keyTab|principal)\s*=\s*"([^"]*)"')
+
+
+def _readable(v: _Validator, setting: str, path: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        v.problem(setting, f"cannot read {path}: {exc.strerror}"
+                  + (" (readable by the daemon's user?)" if isinstance(exc, PermissionError) else ""))
+
+
+def _kerberos(v: _Validator, t: Mapping[str, Any]) -> KerberosConfig:
+    """[kerberos], or the Krb5LoginModule of kafka's sasl.jaas.config (one identity for all)."""
+    w = "kerberos"
+    k = _Section(v, t, w, KerberosConfig)
+    principal = k.get("principal", str)
+    keytab = v.path_setting(f"{w}.keytab", k.get("keytab", str))
+    jaas = v.jaas_kerberos
+    if jaas:
+        for name, value, mine in (("principal", jaas.get("principal"), principal),
+                                  ("keytab", jaas.get("keyTab"), keytab)):
+            if value and mine and value != mine:
+                v.problem(f"{w}.{name}", f"differs from the {name} in kafka.sasl.jaas.config "
+                                         f"({value!r}): the daemon has one Kerberos identity")
+        principal = principal or jaas.get("principal")
+        keytab = keytab or v.path_setting("kafka.sasl.jaas.config keyTab", jaas.get("keyTab"))
+    if keytab:
+        _readable(v, f"{w}.keytab", keytab)
+    if principal is not None and not principal.strip():
+        v.problem(f"{w}.principal", "empty: give the daemon's principal, e.g. hdfs2kafka/HOST@REALM")
+    return KerberosConfig(principal=principal, keytab=keytab)
 
 
 def _kafka(v: _Validator, t: Mapping[str, Any], base: Path) -> KafkaConfig | None:
@@ -652,6 +723,8 @@ def _kafka(v: _Validator, t: Mapping[str, Any], base: Path) -> KafkaConfig | Non
         elif name in ("enable.idempotence", "transactional.id", "isolation.level"):
             v.problem(where, "set by hdfs2kafka itself (transactions need it); remove it")
         elif name == "sasl.jaas.config":
+            if "Krb5LoginModule" in value:  # GSSAPI: the identity becomes [kerberos]'s
+                v.jaas_kerberos = dict(_JAAS_KERBEROS.findall(value))
             for fname, fval in _JAAS_FIELD.findall(value):
                 if fname == "username":
                     client["sasl_plain_username"] = fval

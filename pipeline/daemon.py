@@ -109,6 +109,7 @@ class Daemon:
         self._reload_requested = False
         self._restart_requested = False
         self.namenode: Any = None  # the NameNode client, kept across lives
+        self.kerberos_principal: str | None = None  # who the daemon is, once logged in
         self.limiter = RateLimiter()
         self._apply_limits()
         self.hooks: list[Any] = []  # observers (metrics, sd_notify) with optional callbacks
@@ -233,6 +234,7 @@ class Daemon:
         """One life of the flow: recover, stream until stopped or failed, drain."""
         self._restart_requested = False
         self.ready = False  # not ready while the ledger is being read
+        await self._kerberos_login()
         producer = await self._start_producer()
         try:
             await self._claim(producer)
@@ -243,6 +245,30 @@ class Daemon:
         finally:
             self.flow = None
             await stop_producer(producer)
+
+    async def _kerberos_login(self) -> None:
+        """With Kerberos anywhere (NameNode, WebHDFS, Kafka GSSAPI): a ticket now, or the line
+        naming what to fix (retried as any transient failure)."""
+        if not uses_kerberos(self.config, self.rpc_security()):
+            return
+        from pipeline.kerberos_login import login
+
+        principal = await asyncio.to_thread(login, self.config.kerberos)
+        if principal != self.kerberos_principal:
+            self.kerberos_principal = principal
+            log.info("kerberos: logged in", principal=principal,
+                     keytab=self.config.kerberos.keytab or "(ticket cache)")
+
+    def rpc_security(self) -> Any:
+        """How the NameNode client authenticates: Hadoop's configuration, then [hdfs]."""
+        from hdfswatch.hadoop_conf import load_rpc_security
+
+        h = self.config.hdfs
+        security = load_rpc_security(h.hadoop_conf_dir).with_overrides(
+            authentication=h.authentication, namenode_principal=h.namenode_principal,
+            protection=tuple(p.strip() for p in h.rpc_protection.split(",") if p.strip())
+            if h.rpc_protection else None)
+        return security.with_overrides(client_principal=self.config.kerberos.principal)
 
     async def _claim(self, producer: Any) -> None:
         """Commit this life's owner record: who fenced whom can be read back from the ledger."""
@@ -378,9 +404,11 @@ class Daemon:
 
             h = self.config.hdfs
             if h.namenodes:
-                self.namenode = NameNodeClient(list(h.namenodes), user=h.user)
+                self.namenode = NameNodeClient(list(h.namenodes), user=h.user,
+                                               security=self.rpc_security())
             else:
-                self.namenode = NameNodeClient.from_hadoop_conf(h.hadoop_conf_dir, user=h.user)
+                self.namenode = NameNodeClient.from_hadoop_conf(h.hadoop_conf_dir, user=h.user,
+                                                                security=self.rpc_security())
         return self.namenode
 
     async def _locate(self, entry: FileEntry, source: SourceConfig) -> str | None:
@@ -561,6 +589,12 @@ def dump_tasks() -> None:
         task.print_stack(file=out)
         log.warning("task stack", task=task.get_name(), stack=out.getvalue())
     log.warning("task stacks dumped", tasks=len(tasks))
+
+
+def uses_kerberos(config: config_mod.Config, rpc_security: Any) -> bool:
+    """Whether any connection of the daemon authenticates with Kerberos."""
+    return bool(config.kerberos.keytab or config.kerberos.principal or rpc_security.kerberos
+                or config.kafka.client.get("sasl_mechanism") == "GSSAPI")
 
 
 def _fatal(exc: BaseException) -> bool:

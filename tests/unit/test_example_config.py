@@ -10,10 +10,11 @@ from typing import Any
 
 from pipeline import cli
 from pipeline import config as config_mod
-from pipeline.config import DaemonConfig, ErrorPolicy, HdfsConfig, SourceConfig
+from pipeline.config import DaemonConfig, ErrorPolicy, HdfsConfig, KerberosConfig, SourceConfig
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "hdfs2kafka.toml"
-SECTIONS: dict[str, type] = {"daemon": DaemonConfig, "hdfs": HdfsConfig, "sources": SourceConfig,
+SECTIONS: dict[str, type] = {"daemon": DaemonConfig, "hdfs": HdfsConfig, "kerberos": KerberosConfig,
+                             "sources": SourceConfig,
                              "sources.errors": ErrorPolicy}
 
 
