@@ -11,6 +11,12 @@ windows and serves small reads from the last few windows; large reads (pyarrow c
 group's column chunks into a few big ranges when `pre_buffer` is on) go straight through without
 being copied into the cache.
 
+On a secure cluster WebHDFS is https and wants Kerberos: `webhdfs_client` verifies the server
+with a CA file and authenticates to the NameNode with SPNEGO (`requests-gssapi`, imported only
+then). The NameNode's redirect to a DataNode carries a delegation token it adds itself, so the
+DataNode is read with that token, never with SPNEGO. What a secure cluster refuses (no ticket,
+an untrusted certificate, HTTP 401 or 403) is one line saying what to fix.
+
 Every call here blocks: run it in a worker thread (`aread_at`, `aopen_webhdfs` do that for
 asyncio callers), never on the event loop.
 """
@@ -25,13 +31,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import unquote, urlsplit
 
 import requests
-from hdfs import Client, InsecureClient
+from hdfs import Client
 from hdfs.util import HdfsError
 
 from hdfswatch.backoff import Backoff
-from hdfswatch.errors import PermanentError, TransientError
+from hdfswatch.errors import FatalError, KerberosCredentialsError, PermanentError, TransientError
 
 DEFAULT_READ_AHEAD = 4 * 1024 * 1024
 DEFAULT_CACHE_WINDOWS = 4
@@ -80,6 +87,218 @@ class FileChanged(RangedReadError, PermanentError):
 class ReadFailed(RangedReadError, TransientError):
     """A read kept failing after all retries (network, DataNode or NameNode trouble): it may
     work later."""
+
+
+class UntrustedCertificate(RangedReadError, FatalError):
+    """The https WebHDFS server's certificate is not signed by a trusted CA (or does not name
+    the host): the CA file must change, which no retry does."""
+
+
+class WebHdfsRefused(RangedReadError, TransientError):
+    """WebHDFS answered HTTP 401 or 403 to who this client is (no Kerberos where it is wanted,
+    a principal or user it does not accept): retried, since a ticket or a permission granted
+    later heals it."""
+
+
+class SpnegoUnavailable(RangedReadError, FatalError):
+    """Kerberos for WebHDFS is configured but the `requests-gssapi` package is missing."""
+
+
+class WebHdfsPrincipalError(RangedReadError, FatalError):
+    """The KDC does not know the HTTP principal SPNEGO asks for (`HTTP/<host of the WebHDFS
+    URL>`): the URL must name the host the NameNode's principal names."""
+
+
+class WebHdfsCredentialsError(RangedReadError, KerberosCredentialsError):
+    """No usable Kerberos ticket for SPNEGO (none, expired, the KDC away, a clock too far
+    off): retryable, as for the NameNode's IPC."""
+
+
+_WEBHDFS_PREFIX = "/webhdfs/v1"
+_SPNEGO_PACKAGE = "requests-gssapi"
+
+
+def webhdfs_client(url: str, user: str | None = None, *, ca_file: str | None = None,
+                   kerberos: bool = False, principal: str | None = None,
+                   keytab: str | None = None, timeout: float | None = 60.0) -> Client:
+    """An HdfsCLI client of the WebHDFS at `url` (several NameNodes: "url1;url2").
+
+    `ca_file` is the PEM file of the CA(s) an https server's certificate must be signed by
+    (None: the system's). Without `kerberos` the client is `user` (`user.name`, SIMPLE); with
+    it, the NameNode is asked with SPNEGO as `principal` (default: the ticket cache's
+    principal, `KRB5CCNAME`, renewed from `KRB5_CLIENT_KTNAME` when that is set) and `keytab`
+    (tickets from it go to a cache of this process's own, shared with the NameNode's IPC
+    client). One session carries every request, so connections and the NameNode's
+    `hadoop.auth` cookie (one SPNEGO exchange, then none) are reused.
+    """
+    login = _SpnegoLogin(principal, keytab) if kerberos else None
+    return _WebHdfsClient(url, user=None if kerberos else user, ca_file=ca_file, login=login,
+                          timeout=timeout)
+
+
+class _SpnegoLogin:
+    """The Kerberos side of SPNEGO: credentials, the auth handler, and what a failure means."""
+
+    def __init__(self, principal: str | None, keytab: str | None) -> None:
+        self.principal = principal
+        self.keytab = keytab
+        self.store: dict[bytes | str, bytes | str] = {}
+        if keytab:
+            # The same cache hdfswatch.kerberos uses for this principal and keytab: one login.
+            self.store = {"client_keytab": keytab,
+                          "ccache": f"MEMORY:hdfswatch-{principal or 'keytab'}"}
+        self._auth: Any = None
+
+    def who(self) -> str:
+        return self.principal or "the ticket cache's principal"
+
+    def auth(self, path: str) -> Any:
+        """The `requests` auth handler, with credentials acquired now (the first time)."""
+        if self._auth is None:
+            try:
+                from requests_gssapi import OPTIONAL, HTTPSPNEGOAuth
+            except ImportError as exc:
+                raise SpnegoUnavailable(path, f"WebHDFS wants Kerberos (SPNEGO) but the Python "
+                                              f"package '{_SPNEGO_PACKAGE}' cannot be imported "
+                                              f"({exc}): pip install {_SPNEGO_PACKAGE}") from None
+            # The DataNode's answer carries no SPNEGO token (it is read with the delegation
+            # token of the redirect): mutual authentication is checked where it is offered.
+            self._auth = HTTPSPNEGOAuth(mutual_authentication=OPTIONAL,
+                                        creds=self.credentials(path))
+        return self._auth
+
+    def credentials(self, path: str) -> Any:
+        """Initiator credentials; a missing or expired ticket is a `WebHdfsCredentialsError`."""
+        import gssapi  # there: requests-gssapi, imported first, needs it
+
+        from hdfswatch.kerberos import gss_error
+
+        try:
+            name = (gssapi.Name(self.principal, gssapi.NameType.kerberos_principal)
+                    if self.principal else None)
+            creds = gssapi.Credentials(name=name, usage="initiate", store=self.store or None,
+                                       mechs=[gssapi.MechType.kerberos])
+            if creds.lifetime is not None and creds.lifetime <= 0:
+                raise WebHdfsCredentialsError(
+                    path, f"the Kerberos ticket of {creds.name} has expired: renew it "
+                          "(kinit -R), run kinit, or set the keytab")
+            return creds
+        except gssapi.exceptions.GSSError as exc:
+            raise WebHdfsCredentialsError(path, str(gss_error(exc, client=self.who()))) from None
+
+    def diagnose(self, url: str, path: str) -> RangedReadError:
+        """Why the NameNode still answers 401 after SPNEGO: the Kerberos step that fails, else
+        a refusal of who we are."""
+        import gssapi
+
+        from hdfswatch.kerberos import gss_error
+
+        creds = self.credentials(path)
+        host = urlsplit(url).hostname or ""
+        service = f"HTTP@{host}"
+        try:
+            ctx = gssapi.SecurityContext(
+                name=gssapi.Name(service, gssapi.NameType.hostbased_service), creds=creds,
+                usage="initiate", mech=gssapi.MechType.kerberos)
+            ctx.step()
+        except gssapi.exceptions.GSSError as exc:
+            detail = " ".join(str(exc.gen_message()).split())
+            if "not found in kerberos database" in detail.lower() and "server" in detail.lower():
+                return WebHdfsPrincipalError(path, f"the KDC does not know HTTP/{host}, the principal "
+                                                   f"SPNEGO asks for at {_base(url)}: use the "
+                                                   "host name the NameNode's HTTP principal "
+                                                   f"names in the WebHDFS URL [{detail}]")
+            return WebHdfsCredentialsError(path, str(gss_error(exc, client=str(creds.name))))
+        return WebHdfsRefused(path, f"WebHDFS at {_base(url)} refused the Kerberos login of "
+                                    f"{creds.name} (HTTP 401)")
+
+
+class _WebHdfsClient(Client):
+    """HdfsCLI's client with what a secure cluster needs: the CA file on every request (the
+    session's `verify` would lose to `REQUESTS_CA_BUNDLE`), SPNEGO for the NameNode, and
+    refusals turned into errors that say what to fix."""
+
+    def __init__(self, url: str, *, user: str | None, ca_file: str | None,
+                 login: _SpnegoLogin | None, timeout: float | None) -> None:
+        session = requests.Session()
+        if user:
+            session.params = {"user.name": user}
+        super().__init__(url, timeout=timeout, session=session)
+        self._verify: str | bool = ca_file or True
+        self._ca_file = ca_file
+        self._login = login
+        self._user = user
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        path = _hdfs_path(url)
+        if self._login is not None:
+            kwargs.setdefault("auth", self._login.auth(path))
+        kwargs.setdefault("verify", self._verify)
+        try:
+            res: requests.Response = super()._request(method, url, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            reason = _verify_failure(exc)
+            if reason is None:
+                raise  # not a certificate refused: a connection failure like any other
+            where = (f"the CA file {self._ca_file} does not sign it" if self._ca_file
+                     else "no CA file is set, the system's CAs do not sign it")
+            raise UntrustedCertificate(
+                path, f"the certificate of {_base(url)} is not trusted ({reason}; {where}): set "
+                      "the CA file (hdfs.ca_file, HDFS2KAFKA_CA) to the PEM of the CA that "
+                      "signed it") from None
+        if res.status_code == 401:
+            res.close()
+            if self._login is None:
+                raise WebHdfsRefused(
+                    path, f"WebHDFS at {_base(url)} answered HTTP 401"
+                          + (" and wants Kerberos (SPNEGO): set hadoop.security.authentication"
+                             "=kerberos in HADOOP_CONF_DIR and get a ticket (kinit or a keytab)"
+                             if "negotiate" in res.headers.get("WWW-Authenticate", "").lower()
+                             else f" to user {self._user}"))
+            raise self._login.diagnose(url, path)
+        if res.status_code == 403:
+            message = _remote_message(res)
+            who = self._login.who() if self._login is not None else f"user {self._user}"
+            res.close()
+            raise WebHdfsRefused(path, f"WebHDFS at {_base(url)} refused {who} access to {path} "
+                                       f"(HTTP 403: {message})")
+        return res
+
+
+def _base(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _hdfs_path(url: str) -> str:
+    path = unquote(urlsplit(url).path)
+    return path.removeprefix(_WEBHDFS_PREFIX) or "/"
+
+
+def _remote_message(res: requests.Response) -> str:
+    try:
+        return str(res.json()["RemoteException"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return " ".join(res.text.split())[:200] or res.reason
+
+
+def _verify_failure(exc: BaseException) -> str | None:
+    """The certificate check's complaint somewhere in a `requests` SSL error, None when the
+    TLS failure is something else."""
+    import ssl
+
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return str(e.verify_message or e.reason or "certificate verify failed")
+        todo.extend([getattr(e, "reason", None), e.__cause__, e.__context__,
+                     *[a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]])
+    return None
 
 
 @runtime_checkable
@@ -139,8 +358,10 @@ class WebHdfsFile:
 
     Opening stats the file (one NameNode call) and checks it against what the caller expects:
     `expected_size` and `expected_file_id` (from the file detector's `getFileInfo`) raise
-    `FileChanged` when they differ. Reads retry transient failures (connection errors,
-    timeouts, 5xx, standby NameNode) with exponential backoff; a file that disappears raises
+    `FileChanged` when they differ. A URL gets its own `webhdfs_client` (`ca_file`,
+    `kerberos`, `principal`, `keytab` as there); a client passed in is shared. Reads retry
+    transient failures (connection errors, timeouts, 5xx, standby NameNode) with exponential
+    backoff (not what a secure cluster refuses: that is raised at once, one line); a file that disappears raises
     `FileVanished`, or `FileMoved` when its inode id still names a file (it was renamed: open it
     again at its new path), one that became shorter raises `FileChanged`.
     """
@@ -158,9 +379,15 @@ class WebHdfsFile:
         retries: int = 5,
         backoff: float = 0.2,
         timeout: float = 60.0,
+        ca_file: str | None = None,
+        kerberos: bool = False,
+        principal: str | None = None,
+        keytab: str | None = None,
     ) -> None:
         if isinstance(client_or_url, str):
-            self._client: Client = InsecureClient(client_or_url, user=user, timeout=timeout)
+            self._client: Client = webhdfs_client(client_or_url, user, ca_file=ca_file,
+                                                  kerberos=kerberos, principal=principal,
+                                                  keytab=keytab, timeout=timeout)
         else:
             self._client = client_or_url
         self._path = path
