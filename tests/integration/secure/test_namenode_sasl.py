@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -32,45 +30,6 @@ from hdfswatch.events import CloseEvent, CreateEvent
 from hdfswatch.hadoop_conf import RpcSecurity, load_rpc_security
 from hdfswatch.namenode import NameNodeClient
 from tests.integration.hdfswatch.hdfswatch_support import Namespace
-
-ROOT = Path(__file__).resolve().parents[3]
-DEVSTACK = ROOT / "deploy" / "devstack" / "devstack"
-ALL_QOPS = "authentication,integrity,privacy"
-
-
-def _devstack(*args: str, env: dict[str, str] | None = None, timeout: float = 900
-              ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(DEVSTACK), *args, "--secure"], env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _secure_env() -> dict[str, str]:
-    out = _devstack("env", timeout=60)
-    assert out.returncode == 0, out.stderr
-    env = {}
-    for line in out.stdout.splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key] = value
-    return env
-
-
-@pytest.fixture(scope="module")
-def secure() -> Iterator[dict[str, str]]:
-    """The secure stack up with a NameNode accepting every QOP, its client settings in the
-    environment and a ticket of the daemon's principal in its cache."""
-    env = _secure_env() if _devstack("status", timeout=60).returncode == 0 else {}
-    # The client conf is written by the last `up`, with the NameNode's hadoop.rpc.protection.
-    accepted = set(load_rpc_security(env["HADOOP_CONF_DIR"]).protection) if env else set()
-    if not {"authentication", "integrity", "privacy"} <= accepted:
-        up = _devstack("up", env={**os.environ, "DEVSTACK_RPC_PROTECTION": ALL_QOPS})
-        assert up.returncode == 0, up.stderr[-3000:]
-        env = _secure_env()
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        kinit = _devstack("kinit", timeout=60)
-        assert kinit.returncode == 0, kinit.stderr
-        yield env
 
 
 def client(security: RpcSecurity, **kwargs: object) -> NameNodeClient:
