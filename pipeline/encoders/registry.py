@@ -11,6 +11,9 @@ One client for two kinds of caller. The daemon registers a schema where a file i
 worker thread, so requests are plain blocking HTTP (`register_blocking`, `schema_blocking`);
 asynchronous code (a consumer decoding values, the demo) awaits the same requests run in a
 thread (`register`, `get_by_id`).
+
+An https registry is verified with `ca_file` when given (the daemon passes `ssl.ca.location` of
+[kafka], the stack's CA), else with the system's CAs.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import ssl
 import urllib.error
 import urllib.request
 from typing import Any
@@ -64,9 +68,11 @@ class SchemaRegistryClient:
     the ids and schemas it has seen; `async with` and `close()` are there for callers that
     treat it as a resource."""
 
-    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, timeout: float = 10.0, ca_file: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.ca_file = ca_file
+        self._tls: ssl.SSLContext | None = None
         self._ids: dict[tuple[str, str], int] = {}
         self._schemas: dict[int, Any] = {}
 
@@ -134,7 +140,8 @@ class SchemaRegistryClient:
             data = json.dumps(body).encode()
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(request, timeout=self.timeout,
+                                        context=self._tls_context()) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
             raw = exc.read()
@@ -151,6 +158,13 @@ class SchemaRegistryClient:
                 status=exc.code, error_code=code,
             ) from None
         except (OSError, ValueError, http.client.HTTPException) as exc:
+            verify = getattr(exc, "reason", exc)
+            if isinstance(verify, ssl.SSLCertVerificationError):
+                trust = f"the CA file {self.ca_file}" if self.ca_file else "the system's CAs"
+                raise SchemaRegistryError(
+                    f"{what}: the certificate of the registry at {self.url} is not trusted "
+                    f"({verify.verify_message}; checked with {trust}): set kafka "
+                    "ssl.ca.location to the PEM of the CA that signed it") from None
             raise SchemaRegistryError(
                 f"{what}: Schema Registry at {self.url} not reachable ({exc.__class__.__name__}: "
                 f"{exc})"
@@ -163,8 +177,18 @@ class SchemaRegistryClient:
                 f"{raw[:300].decode('utf-8', 'replace')!r}") from exc
 
 
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if not self.url.startswith("https:"):
+            return None
+        if self._tls is None:
+            # Built once: loading a CA file for every request would cost more than the request.
+            self._tls = ssl.create_default_context(cafile=self.ca_file)
+        return self._tls
+
+
 def register_blocking(url: str, subject: str, schema: dict[str, Any] | str,
-                      timeout: float = 10.0) -> int:
+                      timeout: float = 10.0, ca_file: str | None = None) -> int:
     """Register `schema` under `subject` at the registry at `url` and return its id, from code
     running in a worker thread (opening a file and building its encoders)."""
-    return SchemaRegistryClient(url, timeout=timeout).register_blocking(subject, schema)
+    return SchemaRegistryClient(url, timeout=timeout, ca_file=ca_file).register_blocking(
+        subject, schema)
