@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 DEVSTACK := deploy/devstack/devstack
 
-.PHONY: demo test unit soak stack tools down lint types bench
+.PHONY: demo test unit soak stack secure-stack tools down lint types bench
 
 $(VENV)/.installed: pyproject.toml pipeline/encoders/_rows.c
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(VENV)/.installed: pyproject.toml pipeline/encoders/_rows.c
 stack:
 	$(DEVSTACK) up
 
+## The Kerberized stack beside it (KDC, secure HDFS, SASL_SSL Kafka), its NameNode taking every QOP.
+secure-stack: tools
+	DEVSTACK_RPC_PROTECTION=authentication,integrity,privacy $(DEVSTACK) up --secure
+
 ## The tools the deployment and fault tests run (systemd-analyze, promtool, Toxiproxy); idempotent.
 tools:
 	deploy/tools/install-test-tools
@@ -22,8 +26,8 @@ tools:
 demo: $(VENV)/.installed stack
 	eval "$$($(DEVSTACK) env)" && $(VENV)/bin/hdfs2kafka demo
 
-## Every test: unit tests, then integration tests against the real HDFS and Kafka.
-test: $(VENV)/.installed tools stack
+## Every test: unit tests, then integration tests against the real HDFS and Kafka, plain and Kerberized.
+test: $(VENV)/.installed tools stack secure-stack
 	eval "$$($(DEVSTACK) env)" && $(VENV)/bin/pytest
 
 unit: $(VENV)/.installed
@@ -43,3 +47,4 @@ types: $(VENV)/.installed
 
 down:
 	$(DEVSTACK) down
+	$(DEVSTACK) down --secure
