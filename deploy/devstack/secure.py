@@ -18,6 +18,9 @@ their own state directory and on their own ports, so it runs beside the plain st
                                every topic operation on TOPIC for NAME (default hdfs2kafka), or
                                take that grant away: for tests of a missing ACL that is added
                                later
+    devstack check --secure    try what the stack promises with Hadoop's and Kafka's own
+                               clients and curl (tickets, QOPs, SASL data transfer, SPNEGO,
+                               edit stream superuser, GSSAPI/SCRAM/mTLS, ACLs); one line each
     devstack hdfs --secure dfs|dfsadmin|getconf ARGS...   Hadoop's client, as the ticket in
                                $KRB5CCNAME
     devstack kafka --secure topics|acls|configs|console-producer|console-consumer
@@ -99,6 +102,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+HERE = Path(__file__).resolve().parent
 REALM = "HDFS2KAFKA.TEST"
 HOSTNAME = "localhost"  # what clients are given; servers bind HOST (127.0.0.1)
 HOST = "127.0.0.1"
@@ -513,6 +517,7 @@ def write_hadoop_conf() -> str:
     (client / "ssl-client.xml").write_text(files["ssl-client.xml"])
     (client / "log4j.properties").write_text(
         "log4j.rootLogger=WARN,console\n"
+        "log4j.logger.org.apache.hadoop.util.NativeCodeLoader=ERROR\n"
         "log4j.appender.console=org.apache.log4j.ConsoleAppender\n"
         "log4j.appender.console.target=System.err\n"
         "log4j.appender.console.layout=org.apache.log4j.PatternLayout\n"
@@ -1108,16 +1113,42 @@ KAFKA_TOOLS = {"topics": "org.apache.kafka.tools.TopicCommand", "acls": ACL_TOOL
                "console-consumer": "org.apache.kafka.tools.consumer.ConsoleConsumer"}
 
 
+def hadoop_client(args: list[str], ccache: Path | None = None, capture: bool = False,
+                  stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Hadoop's own client (ARGS[0] a tool of HADOOP_TOOLS or a .java file to launch) with the
+    client configuration, as the ticket in `ccache` (None: the caller's $KRB5CCNAME)."""
+    conf = RUN / "client-conf"
+    main = HADOOP_TOOLS.get(args[0], args[0])
+    cmd = [ds.java(), "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", *java_krb_opts(),
+           f"-Dlog4j.configuration=file:{conf / 'log4j.properties'}",
+           "-cp", f"{conf}:{ds.lib_dir('hadoop')}/*", main, *args[1:]]
+    env = {**os.environ, "KRB5_CONFIG": str(krb5_dir() / "krb5.conf")}
+    if ccache is not None:
+        env["KRB5CCNAME"] = f"FILE:{ccache}"
+    return subprocess.run(cmd, env=env, text=True, input=stdin, capture_output=capture, timeout=300)
+
+
+def kafka_client(tool: str, config: str, args: list[str], capture: bool = False,
+                 stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """A Kafka tool of KAFKA_TOOLS as the client of kafka-clients/<config>.properties."""
+    conf = RUN / "kafka-conf"
+    port = KAFKA_MTLS if config.endswith("-mtls") else KAFKA_PORT
+    flag = "--command-config"  # Kafka 4.4 names it so for every tool; 3.x had per-tool names
+    if ds.KAFKA_VERSION.startswith("3.") and tool.startswith("console-"):
+        flag = f"--{tool.removeprefix('console-')}.config"
+    cmd = [ds.java(), "-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+           f"-Dlog4j2.configurationFile={conf / 'tools-log4j2.properties'}", *java_krb_opts(),
+           "-cp", kafka_classpath(), KAFKA_TOOLS[tool], "--bootstrap-server", f"{HOSTNAME}:{port}",
+           flag, str(client_config(config)), *args]
+    return subprocess.run(cmd, text=True, input=stdin, capture_output=capture, timeout=300)
+
+
 def cmd_hdfs(args: list[str]) -> int:
     """`hdfs --secure dfs -ls /`: Hadoop's own client with the client configuration, as whoever
     holds the ticket in $KRB5CCNAME (none: Hadoop's "Client cannot authenticate")."""
     if not args or args[0] not in HADOOP_TOOLS:
         raise SystemExit(f"devstack: hdfs --secure {'|'.join(HADOOP_TOOLS)} ARGS...")
-    conf = RUN / "client-conf"
-    cmd = [ds.java(), "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", *java_krb_opts(),
-           f"-Dlog4j.configuration=file:{conf / 'log4j.properties'}",
-           "-cp", f"{conf}:{ds.lib_dir('hadoop')}/*", HADOOP_TOOLS[args[0]], *args[1:]]
-    return subprocess.run(cmd, env={**os.environ, "KRB5_CONFIG": str(krb5_dir() / "krb5.conf")}).returncode
+    return hadoop_client(args).returncode
 
 
 def cmd_kafka(args: list[str]) -> int:
@@ -1135,21 +1166,93 @@ def cmd_kafka(args: list[str]) -> int:
         rest = rest[:i] + rest[i + 2:]
     if not client_config(config).exists():
         raise SystemExit(usage)
-    conf = RUN / "kafka-conf"
-    port = KAFKA_MTLS if config.endswith("-mtls") else KAFKA_PORT
-    flag = "--command-config"  # Kafka 4.4 names it so for every tool; 3.x had per-tool names
-    if ds.KAFKA_VERSION.startswith("3.") and args[0].startswith("console-"):
-        flag = f"--{args[0].removeprefix('console-')}.config"
-    cmd = [ds.java(), "-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-           f"-Dlog4j2.configurationFile={conf / 'tools-log4j2.properties'}", *java_krb_opts(),
-           "-cp", kafka_classpath(), KAFKA_TOOLS[args[0]], "--bootstrap-server", f"{HOSTNAME}:{port}",
-           flag, str(client_config(config)), *rest]
-    return subprocess.run(cmd).returncode
+    return kafka_client(args[0], config, rest).returncode
+
+
+def cmd_check(_args: list[str]) -> int:
+    """What the secure stack promises, tried with Hadoop's and Kafka's own clients and curl:
+    one line per check, exit 1 if any failed."""
+    import tempfile
+
+    failed = []
+
+    def report(what: str, ok: bool, detail: str = "") -> None:
+        print(f"{'ok  ' if ok else 'FAIL'} {what}{': ' + detail if detail and not ok else ''}", flush=True)
+        if not ok:
+            failed.append(what)
+
+    def last_line(proc: subprocess.CompletedProcess[str]) -> str:
+        lines = [x for x in (proc.stderr or "").splitlines() + (proc.stdout or "").splitlines() if x.strip()]
+        return lines[-1][:300] if lines else f"exit {proc.returncode}"
+
+    tmp = Path(tempfile.mkdtemp(prefix="check-", dir=RUN))
+    try:
+        daemon, analyst, nobody = kinit(DAEMON, tmp / "daemon.cc"), kinit(ANALYST, tmp / "analyst.cc"), tmp / "none.cc"
+        report(f"kinit -kt {keytab(DAEMON).name} {principal(DAEMON)}", True)
+        p = hadoop_client(["dfs", "-ls", "/"], daemon, capture=True)
+        report("hdfs dfs -ls / with a ticket", p.returncode == 0, last_line(p))
+        p = hadoop_client(["dfs", "-ls", "/"], nobody, capture=True)
+        report("hdfs dfs -ls / without a ticket is refused",
+               p.returncode != 0 and "Client cannot authenticate" in p.stderr, last_line(p))
+        for qop in str(applied()["rpc_protection"]).split(","):
+            p = hadoop_client(["dfs", "-D", f"hadoop.rpc.protection={qop}", "-ls", "/"], daemon, capture=True)
+            report(f"hdfs dfs -ls / with hadoop.rpc.protection={qop}", p.returncode == 0, last_line(p))
+        path = f"/tmp/devstack-check-{os.getpid()}"
+        p = hadoop_client(["dfs", "-put", "-f", "-", path], daemon, capture=True, stdin="row 1\nrow 2\n")
+        q = hadoop_client(["dfs", "-cat", path], daemon, capture=True)
+        report("hdfs dfs -put (SASL data transfer) and -cat", p.returncode == 0 and q.stdout == "row 1\nrow 2\n",
+               last_line(p if p.returncode else q))
+        env = {**krb_env(), "KRB5CCNAME": f"FILE:{daemon}"}
+        ca = str(tls_dir() / "ca.pem")
+        url = f"https://{HOSTNAME}:{NN_HTTPS}/webhdfs/v1{path}?op=OPEN"
+        r = subprocess.run(["curl", "-sS", "-L", "--fail", "--negotiate", "-u", ":", "--cacert", ca, url],
+                           capture_output=True, text=True, env=env)
+        report("WebHDFS OPEN over HTTPS with SPNEGO, DataNode redirect with a delegation token",
+               r.returncode == 0 and r.stdout == "row 1\nrow 2\n", r.stderr.strip())
+        env["KRB5CCNAME"] = f"FILE:{nobody}"
+        r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--negotiate", "-u", ":",
+                            "--cacert", ca, url], capture_output=True, text=True, env=env)
+        report("WebHDFS without a ticket answers 401", r.stdout == "401", r.stdout + r.stderr)
+        java_check = str(HERE / "secure-check" / "EditStream.java")
+        p = hadoop_client([java_check], daemon, capture=True)
+        report(f"edit stream (inotify) as {DAEMON}, a superuser", p.returncode == 0, last_line(p))
+        p = hadoop_client([java_check], analyst, capture=True)
+        report(f"edit stream as {ANALYST} is refused (AccessControlException)",
+               p.returncode != 0 and "AccessControlException" in p.stderr, last_line(p))
+        p = hadoop_client(["dfs", "-mkdir", f"/devstack-check-{os.getpid()}"], analyst, capture=True)
+        report(f"{ANALYST} may not write to /", p.returncode != 0 and "Permission denied" in p.stderr, last_line(p))
+        hadoop_client(["dfs", "-rm", "-skipTrash", path], daemon, capture=True)
+
+        topic = f"secure-check-{os.getpid()}"
+        p = kafka_client("topics", f"{DAEMON}-gssapi", ["--create", "--topic", topic], capture=True)
+        report(f"kafka-topics --create {topic} as {DAEMON} (GSSAPI)", p.returncode == 0, last_line(p))
+        for how in ("gssapi", "scram", "mtls"):
+            p = kafka_client("console-producer", f"{DAEMON}-{how}", ["--topic", topic, "--sync"], capture=True,
+                             stdin=f"by {how}\n")
+            report(f"produce as {DAEMON} by {how.upper()}", p.returncode == 0 and "Exception" not in p.stderr,
+                   last_line(p))
+        p = kafka_client("console-consumer", f"{DAEMON}-scram",
+                         ["--topic", topic, "--group", f"secure-check-{os.getpid()}", "--from-beginning",
+                          "--max-messages", "3", "--timeout-ms", "30000"], capture=True)
+        report(f"consume the three rows as {DAEMON} (SCRAM, group secure-check-...)",
+               p.stdout.split() == ["by", "gssapi", "by", "scram", "by", "mtls"], p.stdout + last_line(p))
+        for how in ("gssapi", "scram"):
+            p = kafka_client("console-producer", f"{ANALYST}-{how}", ["--topic", topic, "--sync"], capture=True,
+                             stdin="not allowed\n")
+            report(f"{ANALYST} ({how.upper()}) is refused by the ACLs", "TopicAuthorizationException" in p.stderr,
+                   last_line(p))
+        kafka_client("topics", "kafka-gssapi", ["--delete", "--topic", topic], capture=True)
+        ok, why = registry_state()
+        report("schema registry over HTTPS", ok, why)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{'all checks passed' if not failed else f'{len(failed)} failed'}")
+    return 1 if failed else 0
 
 
 COMMANDS = {"up": cmd_up, "env": cmd_env, "status": cmd_status, "logs": cmd_logs, "down": cmd_down,
             "restart": cmd_restart, "reset": cmd_reset, "kinit": cmd_kinit, "acl": cmd_acl,
-            "hdfs": cmd_hdfs, "kafka": cmd_kafka}
+            "hdfs": cmd_hdfs, "kafka": cmd_kafka, "check": cmd_check}
 
 
 def main(argv: list[str], devstack: ModuleType) -> int:
