@@ -272,6 +272,19 @@ def load_connection(path: str | Path) -> tuple[HdfsConfig, KafkaConfig]:
     return hdfs, kafka
 
 
+def load_kerberos(path: str | Path) -> KerberosConfig:
+    """The [kerberos] section of a configuration file (with a Krb5LoginModule of
+    kafka.sasl.jaas.config), validated as `load` validates it, for commands that connect."""
+    path = str(path)
+    raw = read(path)
+    v = _Validator(path, partial=True)
+    _kafka(v, _table(v, raw, "kafka", required=False), Path(path).parent)
+    kerberos = _kerberos(v, _table(v, raw, "kerberos", required=False))
+    if v.problems:
+        raise ConfigError(path, v.problems)
+    return kerberos
+
+
 def parse(raw: Mapping[str, Any], path: str = "<config>", env: Mapping[str, str] | None = None,
           unread_credentials: bool = False) -> Config:
     v = _Validator(path, env=env, unread_credentials=unread_credentials)

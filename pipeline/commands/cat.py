@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -44,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hdfswatch.errors import HdfsWatchError
     from hdfswatch.ranged import LocalFile, RandomAccessFile, RangedReadError, WebHdfsFile
     from pipeline import logs
     from pipeline.config import ConfigError
@@ -75,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
                 print('cat: no WebHDFS URL: give --webhdfs, --config, or set WEBHDFS_URL '
                       '(eval "$(deploy/devstack/devstack env)")', file=sys.stderr)
                 return 2
-            file = WebHdfsFile(conn.webhdfs_url, args.path, conn.hdfs_user)
+            file = WebHdfsFile(conn.webhdfs_url, args.path, conn.hdfs_user,
+                               **conn.webhdfs_options())
         reader = open_reader(file, args.input_format)
         missing = [k for k in args.key if k not in reader.schema.names]
         if missing:
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                             "next": str(next_pos) if next_pos else None}).decode(),
               file=sys.stderr)
         return 0
-    except (ReadError, RangedReadError) as exc:
+    except (ReadError, RangedReadError, HdfsWatchError) as exc:
         print(f"cat: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:
@@ -177,10 +180,20 @@ def _connection(args: argparse.Namespace) -> Connection:
     from pipeline import config as config_mod
 
     hdfs, kafka = config_mod.load_connection(args.config)
+    kerberos = config_mod.load_kerberos(args.config)
     env = connection_from(argparse.Namespace())
-    return Connection(
+    protection = tuple(p.strip() for p in (hdfs.rpc_protection or "").split(",") if p.strip())
+    return dataclasses.replace(
+        env,
         namenodes=tuple(args.namenode or hdfs.namenodes or env.namenodes),
         webhdfs_url=args.webhdfs or hdfs.webhdfs or env.webhdfs_url,
         hdfs_user=args.user or hdfs.user or env.hdfs_user,
         kafka_bootstrap=args.bootstrap or kafka.bootstrap or env.kafka_bootstrap,
+        hadoop_conf_dir=hdfs.hadoop_conf_dir or env.hadoop_conf_dir,
+        ca_file=hdfs.ca_file or env.ca_file,
+        principal=kerberos.principal or env.principal,
+        keytab=kerberos.keytab or env.keytab,
+        authentication=hdfs.authentication,
+        rpc_protection=protection or None,
+        namenode_principal=hdfs.namenode_principal,
     )

@@ -7,7 +7,8 @@ Each line is one JSON object with an `event` key: `watching` (once, with the sta
 before they were read; a reconcile listing follows, its files with reason `listing`), and with
 `--raw` every edit-stream event (`create`, `close`, `rename`, ...). Connection settings come
 from the flags, else from the environment (HDFS_NAMENODE, HDFS_USER), else from
-HADOOP_CONF_DIR.
+HADOOP_CONF_DIR, which also says whether to authenticate with Kerberos (as
+HDFS2KAFKA_PRINCIPAL with HDFS2KAFKA_KEYTAB when they are set, else the ticket cache).
 """
 
 from __future__ import annotations
@@ -64,14 +65,10 @@ def _line(event: str, obj: Any = None, **extra: Any) -> None:
 
 async def _watch(args: argparse.Namespace) -> int:
     from hdfswatch.events import event_name
-    from hdfswatch.namenode import NameNodeClient
     from hdfswatch.watch import Batch, Gap, Listed, Watch
 
     conn = connection_from(args)
-    if conn.namenodes:
-        client = NameNodeClient(conn.namenodes, conn.hdfs_user, retry_for=None)
-    else:
-        client = NameNodeClient.from_hadoop_conf(args.hadoop_conf, conn.hdfs_user, retry_for=None)
+    client = conn.namenode_client(retry_for=None)
     ready = 0
     async with client:
         if args.listing:
