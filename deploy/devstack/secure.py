@@ -981,6 +981,8 @@ def env_lines() -> list[str]:
     return [
         f"export KRB5_CONFIG={krb5_dir() / 'krb5.conf'}",
         f"export KRB5CCNAME=FILE:{RUN / 'ccache'}",
+        # For kadmin.local in tests (change a key so a keytab goes stale, say); clients ignore it.
+        f"export KRB5_KDC_PROFILE={krb5_dir() / 'kdc.conf'}",
         f"export KRB5_CLIENT_KTNAME=FILE:{keytab(DAEMON)}",
         f"export HDFS2KAFKA_PRINCIPAL={principal(DAEMON)}",
         f"export HDFS2KAFKA_KEYTAB={keytab(DAEMON)}",
