@@ -336,6 +336,11 @@ class Daemon:
             queue=work_queue, out=committer.queue, sources=self._source_config,
             opener=FileOpener(self.config.hdfs.webhdfs, self.config.hdfs.user,
                               self.config.kafka.schema_registry,
+                              ca_file=self.config.hdfs.ca_file,
+                              kerberos=self.rpc_security().kerberos,
+                              principal=self.config.kerberos.principal,
+                              registry_ca_file=(self.config.kafka.client.get("_ssl") or {}).get(
+                                  "ssl.ca.location") or self.config.hdfs.ca_file,
                               # Records must fit a produce request and the broker's default limit.
                               max_record_bytes=min(int(self.config.kafka.client.get(
                                   "max_request_size", 1_048_576)), 1_000_000) - 512),

@@ -14,9 +14,11 @@ Encoded = tuple[list[bytes], list[bytes | None] | None, list[Headers] | None]
 UnitEncoder = Callable[[Any, str], Encoded]
 
 
-def make_unit_encoder(source: SourceConfig, reader: Any, schema_registry: str | None) -> UnitEncoder:
-    """A function turning one reader unit into (values, keys, headers)."""
-    value_encoder = _value_encoder(source, reader, schema_registry)
+def make_unit_encoder(source: SourceConfig, reader: Any, schema_registry: str | None,
+                      registry_ca_file: str | None = None) -> UnitEncoder:
+    """A function turning one reader unit into (values, keys, headers). An https registry is
+    verified with `registry_ca_file` (None: the system's CAs)."""
+    value_encoder = _value_encoder(source, reader, schema_registry, registry_ca_file)
     key_encoder = None
     if source.key:
         from pipeline.encoders.keys import KeyEncoder
@@ -40,7 +42,8 @@ def make_unit_encoder(source: SourceConfig, reader: Any, schema_registry: str | 
     return encode
 
 
-def _value_encoder(source: SourceConfig, reader: Any, schema_registry: str | None) -> Callable[[Any], list[bytes]]:
+def _value_encoder(source: SourceConfig, reader: Any, schema_registry: str | None,
+                   registry_ca_file: str | None) -> Callable[[Any], list[bytes]]:
     if source.value_format == "json":
         from pipeline.encoders.json import JsonEncoder, JsonOptions
 
@@ -49,5 +52,6 @@ def _value_encoder(source: SourceConfig, reader: Any, schema_registry: str | Non
     if source.value_format == "avro":
         from pipeline.encoders import avro_value_encoder
 
-        return avro_value_encoder(source, reader, schema_registry)  # type: ignore[no-any-return]
+        return avro_value_encoder(source, reader, schema_registry,  # type: ignore[no-any-return]
+                                  ca_file=registry_ca_file)
     raise ValueError(f"source {source.name}: unknown value_format {source.value_format!r}")

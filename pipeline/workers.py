@@ -85,10 +85,16 @@ class FileOpener:
 
     def __init__(self, webhdfs_url: str, user: str, schema_registry: str | None = None,
                  max_record_bytes: int = 1_000_000,
-                 open_file: Callable[[FileEntry], RandomAccessFile] | None = None) -> None:
+                 open_file: Callable[[FileEntry], RandomAccessFile] | None = None, *,
+                 ca_file: str | None = None, kerberos: bool = False,
+                 principal: str | None = None, registry_ca_file: str | None = None) -> None:
         self.webhdfs_url = webhdfs_url
         self.user = user
+        self.ca_file = ca_file
+        self.kerberos = kerberos
+        self.principal = principal
         self.schema_registry = schema_registry
+        self.registry_ca_file = registry_ca_file
         self.max_record_bytes = max_record_bytes
         self.open_file = open_file or self._open_webhdfs
 
@@ -96,7 +102,8 @@ class FileOpener:
         from hdfswatch.ranged import WebHdfsFile
 
         return WebHdfsFile(self.webhdfs_url, entry.path, user=self.user,
-                           expected_size=entry.size, expected_file_id=entry.file_id)
+                           expected_size=entry.size, expected_file_id=entry.file_id,
+                           ca_file=self.ca_file, kerberos=self.kerberos, principal=self.principal)
 
     def open(self, work: FileWork, source: SourceConfig,
              unit_rows: Callable[[], int]) -> Iterator[UnitRecords | FileFinished]:
@@ -108,7 +115,7 @@ class FileOpener:
         entry = work.entry
         f = self.open_file(entry)
         reader = open_reader(f, source.format)  # type: ignore[arg-type]  # validated by config
-        encode = make_unit_encoder(source, reader, self.schema_registry)
+        encode = make_unit_encoder(source, reader, self.schema_registry, self.registry_ca_file)
         try:
             start = parse_position(work.start) if work.start else None
         except PositionError as exc:

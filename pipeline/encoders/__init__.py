@@ -49,7 +49,8 @@ def make_value_encoder(
     raise ValueError(f"unknown value format {value_format!r}: expected one of {', '.join(VALUE_FORMATS)}")
 
 
-def avro_value_encoder(source: Any, reader: Any, schema_registry: str | None) -> Any:
+def avro_value_encoder(source: Any, reader: Any, schema_registry: str | None,
+                       ca_file: str | None = None) -> Any:
     """The `avro` value encoder of a source for one file: a function of a reader unit giving its
     Confluent-framed values. Blocking (it registers the schema): call it where the file is
     opened, in a worker thread.
@@ -70,11 +71,11 @@ def avro_value_encoder(source: Any, reader: Any, schema_registry: str | None) ->
     subject = f"{source.topic}-value"
     writer_schema = getattr(reader, "avro_schema", None)
     if getattr(reader, "format", None) == "avro" and writer_schema is not None:
-        schema_id = register_blocking(schema_registry, subject, writer_schema)
+        schema_id = register_blocking(schema_registry, subject, writer_schema, ca_file=ca_file)
         blocks = AvroBlockEncoder(schema_id, writer_schema, getattr(reader, "codec", "null"))
         return lambda unit: blocks.encode(unit.avro_blocks)
     schema = arrow_to_avro_schema(reader.schema, source.topic)
-    schema_id = register_blocking(schema_registry, subject, schema)
+    schema_id = register_blocking(schema_registry, subject, schema, ca_file=ca_file)
     rows = AvroEncoder(schema_id, schema)
     return lambda unit: rows.encode(unit.batch)
 
