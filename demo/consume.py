@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -19,19 +19,26 @@ OnSample = Callable[[str, str, int, int, bytes | None, Any], None]
 
 
 class Consumer:
+    """`settings` are the daemon's Kafka client settings (`KafkaConfig.client`: security,
+    SASL, TLS); `registry_ca_file` verifies an https registry."""
+
     def __init__(self, bootstrap: str, topics: dict[str, str], registry: str | None,
-                 sample_every: int, on_sample: OnSample) -> None:
+                 sample_every: int, on_sample: OnSample, *,
+                 settings: Mapping[str, Any] | None = None,
+                 registry_ca_file: str | None = None) -> None:
         self.bootstrap = bootstrap
         self.topics = topics  # topic -> source
         self.sample_every = sample_every
         self.on_sample = on_sample
+        self.settings = settings
         self.seen = {s: Seen() for s in topics.values()}
         self._consumer: Any = None
-        self._registry = SchemaRegistryClient(registry) if registry else None
+        self._registry = (SchemaRegistryClient(registry, ca_file=registry_ca_file)
+                          if registry else None)
         self._schemas: dict[int, Any] = {}
 
     async def start(self) -> None:
-        self._consumer = committed_consumer(self.bootstrap, *self.topics)
+        self._consumer = committed_consumer(self.bootstrap, *self.topics, settings=self.settings)
         await self._consumer.start()
 
     async def stop(self) -> None:

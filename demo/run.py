@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import os
 import signal
 import sys
@@ -31,6 +32,7 @@ from demo.sample_data import ROWS_PER_FILE_ID
 from demo.supervise import DaemonProcess, free_port
 from demo.writer import SOURCES, Writer
 from pipeline.commands.common import Connection, add_connection_arguments, connection_from
+from pipeline.config import load_connection
 from pipeline.kafka.client import create_topics
 
 NAME = "demo"
@@ -71,7 +73,15 @@ async def run(args: argparse.Namespace) -> int:
               '(eval "$(deploy/devstack/devstack env)")', file=sys.stderr)
         return 2
     registry = None if args.json_only else (os.environ.get("SCHEMA_REGISTRY_URL") or None)
-    return await Demo(args, conn, registry).main()
+    from hdfswatch.errors import HdfsWatchError
+    from pipeline.config import ConfigError
+
+    try:
+        demo = Demo(args, conn, registry)
+    except (ConfigError, HdfsWatchError) as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+    return await demo.main()
 
 
 def _check_args(args: argparse.Namespace) -> str | None:
@@ -89,6 +99,9 @@ def _check_args(args: argparse.Namespace) -> str | None:
 
 
 class Demo:
+    """The demo's run: its HDFS directory, topics, daemon config (written at once, so that the
+    demo's own Kafka clients use the settings the daemon uses) and workdir."""
+
     def __init__(self, args: argparse.Namespace, conn: Connection, registry: str | None) -> None:
         self.args = args
         self.conn = conn
@@ -101,11 +114,16 @@ class Demo:
         self.http_port = free_port()
         self.tty = sys.stdout.isatty()
         self.view = screen.View(sys.stdout, self.tty)
-        self.writer = Writer(conn.webhdfs_url or "", conn.hdfs_user, self.base, args.rows_per_file,
+        self.writer = Writer(conn.webhdfs_client(), self.base, args.rows_per_file,
                              args.files_per_minute)
-        self.consumer = Consumer(conn.kafka_bootstrap or "", {t: s for s, t in self.topics.items()},
-                                 registry, args.sample_every, self._sample)
         self.daemon = DaemonProcess(self.workdir / "hdfs2kafka.toml", self.workdir / "daemon.log")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        _, kafka = load_connection(self.write_config())
+        self.kafka_settings = kafka.client
+        self.consumer = Consumer(conn.kafka_bootstrap or "", {t: s for s, t in self.topics.items()},
+                                 registry, args.sample_every, self._sample,
+                                 settings=self.kafka_settings,
+                                 registry_ca_file=self.registry_ca_file)
         self.status: dict[str, Any] | None = None
         self.status_error: str | None = None
         self.rates: dict[str, deque[tuple[float, int]]] = {s: deque() for s in SOURCES}
@@ -113,6 +131,11 @@ class Demo:
         self.phase = "starting"
         self.stops = 0
         self.stop_event = asyncio.Event()
+
+    @property
+    def registry_ca_file(self) -> str | None:
+        """The registry is trusted as the daemon trusts it: kafka's ssl.ca.location."""
+        return self.conn.kafka_settings.get("ssl.ca.location") or self.conn.ca_file
 
     @property
     def orders_format(self) -> str:
@@ -125,9 +148,24 @@ class Demo:
     # ---- setup
 
     def write_config(self) -> Path:
-        nn = ", ".join(f'"{n}"' for n in self.conn.namenodes)
-        hdfs_where = (f"namenodes = [{nn}]" if self.conn.namenodes
-                      else f'hadoop_conf_dir = "{os.environ["HADOOP_CONF_DIR"]}"')
+        """The daemon's config: the demo's sources, and the connection as the environment
+        gives it (on a secure stack: Hadoop's configuration, the CA, the Kerberos identity and
+        Kafka's security settings under their own names)."""
+        conn = self.conn
+        hdfs_where = ""
+        if conn.namenodes:
+            hdfs_where = f"namenodes = [{', '.join(_q(n) for n in conn.namenodes)}]\n"
+        if conn.hadoop_conf_dir:
+            hdfs_where += f"hadoop_conf_dir = {_q(conn.hadoop_conf_dir)}\n"
+        if conn.ca_file:
+            hdfs_where += f"ca_file = {_q(conn.ca_file)}\n"
+        kerberos = ""
+        gssapi = conn.kafka_settings.get("sasl.mechanism", "").upper() == "GSSAPI"
+        if (conn.principal or conn.keytab) and (conn.kerberos or gssapi):
+            kerberos = "\n[kerberos]\n" + "".join(
+                f"{name} = {_q(value)}\n"
+                for name, value in (("principal", conn.principal), ("keytab", conn.keytab)) if value)
+        kafka = "".join(f"{_q(name)} = {_q(value)}\n" for name, value in conn.kafka_settings.items())
         rate = (f"rows_per_second = {self.args.rows_per_second:g}\n"
                 if self.args.rows_per_second else "")
         registry = f'schema_registry = "{self.registry}"\n' if self.registry else ""
@@ -140,14 +178,13 @@ workers = 2
 unit_rows = 1000
 
 [hdfs]
-{hdfs_where}
-webhdfs = "{self.conn.webhdfs_url}"
+{hdfs_where}webhdfs = "{self.conn.webhdfs_url}"
 user = "{self.conn.hdfs_user}"
-
+{kerberos}
 [kafka]
 bootstrap = "{self.conn.kafka_bootstrap}"
 ledger_topic = "{self.ledger_topic}"
-{registry}
+{registry}{kafka}
 [[sources]]
 name = "clicks"
 path = "{self.writer.dir_of("clicks")}"
@@ -181,17 +218,16 @@ start_from = "earliest"
 
     async def main(self) -> int:
         loop = asyncio.get_running_loop()
-        self.workdir.mkdir(parents=True, exist_ok=True)
         self._say(f"hdfs2kafka demo {self.run_id}: HDFS {self.base}/{{clicks,orders}} -> Kafka "
                   f"{self.topics['clicks']}, {self.topics['orders']}")
         try:
             await create_topics(self.consumer.bootstrap, list(self.topics.values()),
-                                partitions=TOPIC_PARTITIONS)
+                                partitions=TOPIC_PARTITIONS, settings=self.kafka_settings)
             await asyncio.to_thread(self.writer.write_initial)
         except Exception as exc:
             print(f"demo: cannot set up the sample data: {exc}", file=sys.stderr)
             return 1
-        config = self.write_config()
+        config = self.daemon.config
         self.daemon.start()
         self._say(f"config {config}; daemon log {self.log_path} (pid {self.daemon.pid or '?'})")
         self._say(f"orders as {self.orders_format}"
@@ -394,3 +430,8 @@ start_from = "earliest"
             "daemon_exit_code": daemon_exit, "log": str(self.log_path), "sources": sources,
         }).decode(), flush=True)
         return 0 if ok and daemon_exit == 0 else 1
+
+
+def _q(text: str) -> str:
+    """`text` as a TOML string (JSON's escapes are TOML's)."""
+    return json.dumps(text)

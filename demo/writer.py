@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from demo.sample_data import clicks_parquet, orders_avro
 
@@ -23,13 +24,13 @@ class Written:
 
 class Writer:
     """Parquet clicks under `<base>/clicks/dt=<day>/`, Avro orders under `<base>/orders/`, one
-    source after the other; `snapshot()` is every file written so far."""
+    source after the other; `snapshot()` is every file written so far. `client` is a WebHDFS
+    client (`hdfswatch.ranged.webhdfs_client`: on a secure cluster https and SPNEGO, the
+    DataNode written to with the redirect's delegation token)."""
 
-    def __init__(self, webhdfs_url: str, user: str, base: str, rows_per_file: int,
+    def __init__(self, client: Any, base: str, rows_per_file: int,
                  files_per_minute: float) -> None:
-        from hdfs import InsecureClient
-
-        self.client = InsecureClient(webhdfs_url, user=user)
+        self.client = client
         self.base = base
         self.rows_per_file = rows_per_file
         self.interval = 60.0 / files_per_minute
