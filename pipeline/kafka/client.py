@@ -18,7 +18,8 @@ from typing import Any
 import structlog
 
 from pipeline.config import KafkaConfig
-from pipeline.kafka.errors import KafkaUnavailable
+from pipeline.kafka import errors as kafka_errors
+from pipeline.kafka.errors import KafkaAccessDenied, KafkaSecurityError, KafkaUnavailable
 
 log = structlog.get_logger("hdfs2kafka.kafka")
 
@@ -45,7 +46,9 @@ def client_args(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     settings = settings or {}
     args = {k: v for k, v in settings.items() if k != "_ssl"}
     ssl = settings.get("_ssl")
-    if ssl:
+    if not ssl and str(settings.get("security_protocol", "")).upper() in ("SSL", "SASL_SSL"):
+        ssl = {}  # TLS with the system's CAs, as Kafka's Java client does with no trust store
+    if ssl is not None:
         from aiokafka.helpers import create_ssl_context
 
         ctx = create_ssl_context(cafile=ssl.get("ssl.ca.location"),
@@ -85,7 +88,7 @@ async def start_transactional_producer(kafka: KafkaConfig, instance_id: str) -> 
         bootstrap_servers=kafka.bootstrap, transactional_id=transactional_id(instance_id),
         enable_idempotence=True, acks="all", **args)
     try:
-        await start_client(producer, "starting the transactional producer")
+        await start_client(producer, "starting the transactional producer", kafka.client)
     except BaseException:
         await producer.stop()
         raise
@@ -109,19 +112,133 @@ async def stop_producer(producer: Any, timeout_s: float = PRODUCER_STOP_TIMEOUT_
             log.warning("producer connections not closed", exc_info=True)
 
 
-async def start_client(client: Any, what: str) -> None:
-    """Start an aiokafka client. aiokafka raises its own errors, the network's and timeouts;
-    anything else from connecting (gssapi's GSSError when a ticket or the KDC is missing, the
-    ValueError of a failed SCRAM exchange) becomes KafkaUnavailable, retried like an
-    unreachable broker instead of ending the daemon as a bug would."""
-    from aiokafka.errors import KafkaError
+async def start_client(client: Any, what: str, settings: Mapping[str, Any] | None = None) -> None:
+    """Start an aiokafka client; a failure that is the broker refusing us, or its TLS untrusted,
+    becomes one line naming what to fix (`KafkaSecurityError`), retried like an unreachable
+    broker.
+
+    aiokafka logs why a bootstrap connection failed and raises only "Unable to bootstrap": then
+    one connection is opened to a bootstrap server with the same settings to learn the reason.
+    Anything else from connecting (gssapi's GSSError when a ticket or the KDC is missing, the
+    ValueError of a failed SCRAM exchange) becomes KafkaUnavailable, retried too, instead of
+    ending the daemon as a bug would. `settings`: the `[kafka]` client settings, for messages.
+    """
+    from aiokafka.errors import KafkaConnectionError, KafkaError
 
     try:
         await client.start()
-    except (KafkaError, OSError, TimeoutError):
+    except KafkaConnectionError:
+        reason = await probe_bootstrap(client)
+        explained = _explain(client, reason, settings) if reason is not None else None
+        if explained is not None:
+            raise explained from None
+        raise
+    except (KafkaError, OSError, TimeoutError) as exc:
+        if kafka_errors.is_authorization(exc):
+            inner = kafka_client_of(client)
+            raise KafkaAccessDenied(kafka_errors.acl_message(
+                exc, kafka_identity(client), bootstrap=_bootstrap_text(inner))) from None
         raise
     except Exception as exc:
+        explained = _explain(client, exc, settings)
+        if explained is not None:
+            raise explained from None
         raise KafkaUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+def kafka_client_of(client: Any) -> Any:
+    """The AIOKafkaClient inside a producer, consumer or admin client (or `client` itself)."""
+    for attr in ("client", "_client"):
+        inner = getattr(client, attr, None)
+        if inner is not None and hasattr(inner, "hosts"):
+            return inner
+    return client
+
+
+def kafka_identity(client: Any) -> kafka_errors.KafkaIdentity:
+    """Who `client` (an aiokafka producer, consumer or admin client) is to the broker, as Kafka's
+    ACLs name it: the SASL user, the short name of the Kerberos principal (Kafka's DEFAULT
+    principal.to.local rule), or the client certificate's subject."""
+    inner = kafka_client_of(client)
+    protocol = getattr(inner, "_security_protocol", "PLAINTEXT")
+    mechanism = getattr(inner, "_sasl_mechanism", None) if protocol.startswith("SASL") else None
+    service = getattr(inner, "_sasl_kerberos_service_name", None) or "kafka"
+    if mechanism == "GSSAPI":
+        principal = _kerberos_principal()
+        short = principal.split("@")[0].split("/")[0] if principal else None
+        return kafka_errors.KafkaIdentity(
+            f"User:{short}" if short else "User:<the short name of the daemon's Kerberos principal>",
+            f"Kerberos principal {principal or '(none: no ticket)'}", mechanism, service_name=service)
+    if mechanism is not None:
+        user = getattr(inner, "_sasl_plain_username", None)
+        return kafka_errors.KafkaIdentity(f"User:{user}", f"{mechanism} user {user}", mechanism,
+                                          username=user)
+    if protocol == "SSL":
+        return kafka_errors.KafkaIdentity(
+            "User:<the subject of the client certificate>",
+            "the TLS client certificate (ssl.certificate.location), as the broker's "
+            "ssl.principal.mapping.rules map its subject")
+    return kafka_errors.KafkaIdentity("User:ANONYMOUS", "no authentication (PLAINTEXT)")
+
+
+def _kerberos_principal() -> str | None:
+    """The principal of the default Kerberos credentials, which aiokafka's GSSAPI uses."""
+    try:
+        import gssapi
+
+        return str(gssapi.Credentials(usage="initiate").name)
+    except Exception:
+        return None
+
+
+async def probe_bootstrap(client: Any, timeout_s: float = 10.0) -> BaseException | None:
+    """Why `client` cannot connect: the error of one connection (TLS and SASL included) opened
+    to each bootstrap server in turn with the client's own settings, or None when one connects
+    (the failure was passing)."""
+    from aiokafka.conn import create_conn
+
+    inner = kafka_client_of(client)
+    failure: BaseException | None = None
+    for host, port, _family in getattr(inner, "hosts", []):
+        try:
+            conn = await asyncio.wait_for(create_conn(
+                host, port, client_id=inner._client_id,
+                request_timeout_ms=min(inner._request_timeout_ms, int(timeout_s * 1000)),
+                ssl_context=inner._ssl_context, security_protocol=inner._security_protocol,
+                sasl_mechanism=inner._sasl_mechanism,
+                sasl_plain_username=inner._sasl_plain_username,
+                sasl_plain_password=inner._sasl_plain_password,
+                sasl_kerberos_service_name=inner._sasl_kerberos_service_name,
+                sasl_kerberos_domain_name=inner._sasl_kerberos_domain_name), timeout_s)
+        except Exception as exc:
+            failure = failure or exc
+            continue
+        conn.close()
+        return None
+    return failure
+
+
+def _explain(client: Any, exc: BaseException, settings: Mapping[str, Any] | None
+             ) -> KafkaSecurityError | None:
+    inner = kafka_client_of(client)
+    hosts = getattr(inner, "hosts", [])
+    host = f"{hosts[0][0]}:{hosts[0][1]}" if hosts else "?"
+    for h, p, _ in hosts:  # the server the probe reached, when the error names it
+        if f"{h}:{p}" in str(exc):
+            host = f"{h}:{p}"
+    ssl = (settings or {}).get("_ssl") or {}
+    return kafka_errors.explain_connect_failure(
+        exc, kafka_identity(client), host=host, ca_location=ssl.get("ssl.ca.location"),
+        security_protocol=getattr(inner, "_security_protocol", None))
+
+
+def bootstrap_of(client: Any) -> str:
+    """The bootstrap servers of an aiokafka client, as `host:port,...`."""
+    return _bootstrap_text(kafka_client_of(client))
+
+
+def _bootstrap_text(inner: Any) -> str:
+    return ",".join(f"{h}:{p}" for h, p, _ in getattr(inner, "hosts", [])) or "HOST:PORT"
 
 
 def plain_producer(bootstrap: str, settings: Mapping[str, Any] | None = None, **overrides: Any) -> Any:
@@ -159,7 +276,7 @@ async def admin_client(bootstrap: str, settings: Mapping[str, Any] | None = None
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **connection_args(client_args(settings)))
     try:
-        await start_client(admin, "starting an admin client")
+        await start_client(admin, "starting an admin client", settings)
         yield admin
     finally:
         await admin.close()

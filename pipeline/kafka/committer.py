@@ -16,6 +16,8 @@ needed); the daemon then rebuilds the flow from the committed ledger with a new 
 exactly as after a crash:
 - `RecordsRefused`: the broker refused records of some files for good; the daemon quarantines
   those files before the others resume.
+- `AccessDenied`: no ACL lets the daemon write a topic of the transaction; nothing is
+  quarantined (an ACL may be added later): the daemon rebuilds the flow with backoff.
 - `Fenced`: the producer's epoch was bumped, by another instance or by the coordinator aborting
   a transaction that outlived transaction.timeout.ms; the daemon tells which.
 - `CommitterError`: anything else.
@@ -32,7 +34,8 @@ import structlog
 
 from pipeline.items import Item
 from pipeline.kafka import errors as kafka_errors
-from pipeline.kafka.errors import CommitterError, DeliveryTimeout
+from pipeline.kafka.client import bootstrap_of, kafka_identity
+from pipeline.kafka.errors import AccessDenied, CommitterError, DeliveryTimeout
 from pipeline.kafka.transaction import Committed, Run, Send, TransactionBuilder, describe
 
 log = structlog.get_logger("hdfs2kafka.committer")
@@ -193,7 +196,7 @@ class Committer:
             await self._fail(DeliveryTimeout(f"commit not confirmed within {self.wait_timeout_s:.0f}s"),
                              "commit")
         except Exception as exc:
-            await self._fail(exc, "commit", refused_topics=True)
+            await self._fail(exc, "commit")
         self._futures = []
         committed = self.builder.committed()
         if self.on_commit:
@@ -209,7 +212,7 @@ class Committer:
             # AddPartitionsToTxn) and leave futures pending forever.
             background = kafka_errors.background_failure(self.producer)
             if background is not None:
-                await self._fail(background, "send", refused_topics=True)
+                await self._fail(background, "send")
             left = deadline - time.monotonic()
             if left <= 0:
                 await self._fail(DeliveryTimeout(
@@ -221,19 +224,28 @@ class Committer:
         decision = self.builder.after_sends(failures)
         if decision is not None:
             error, abort = decision
-            cause = failures[0][0] if failures else None
+            # The refusal for want of an ACL, if any, names what to fix.
+            causes = [exc for exc, _ in failures]
+            cause = next((c for c in causes if kafka_errors.is_authorization(c)),
+                         causes[0] if causes else None)
             await self._end(error, abort, cause)
 
     # ---- failure
 
-    async def _fail(self, exc: BaseException, what: str, *, refused_by: tuple[int, str] | None = None,
-                    refused_topics: bool = False) -> NoReturn:
+    async def _fail(self, exc: BaseException, what: str, *,
+                    refused_by: tuple[int, str] | None = None) -> NoReturn:
         error, abort = self.builder.failure(
-            exc, what, refused_by=refused_by, refused_topics=refused_topics,
+            exc, what, refused_by=refused_by,
             background=kafka_errors.background_failure(self.producer), timeout_s=self.wait_timeout_s)
         await self._end(error, abort, exc)
 
     async def _end(self, error: CommitterError, abort: bool, cause: BaseException | None) -> NoReturn:
+        if cause is not None and kafka_errors.is_authorization(cause) \
+                and not isinstance(error, kafka_errors.Fenced):
+            # No ACL lets us write a topic: not the file's fault and maybe added later. Nothing
+            # is quarantined; the daemon rebuilds the flow with backoff and logs this line.
+            error = AccessDenied(kafka_errors.acl_message(
+                cause, kafka_identity(self.producer), bootstrap=bootstrap_of(self.producer)))
         if abort:
             await self._abort()
         else:

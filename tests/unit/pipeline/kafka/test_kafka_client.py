@@ -22,7 +22,10 @@ def test_consumers_and_admin_clients_take_the_connection_settings_only() -> None
                         "sasl_plain_username": "u", "sasl_plain_password": "p",
                         "max_batch_size": 1 << 20, "transaction_timeout_ms": 30_000,
                         "compression_type": "zstd", "request_timeout_ms": 5_000})
-    assert connection_args(args) == {"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN",
-                                     "sasl_plain_username": "u", "sasl_plain_password": "p",
-                                     "request_timeout_ms": 5_000}
+    conn = connection_args(args)
+    # TLS without ssl.* files verifies with the system's CAs, as Kafka's Java client does.
+    assert conn.pop("ssl_context").check_hostname is True
+    assert conn == {"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN",
+                    "sasl_plain_username": "u", "sasl_plain_password": "p",
+                    "request_timeout_ms": 5_000}
     assert client_args(None) == {}
