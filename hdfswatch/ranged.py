@@ -176,8 +176,9 @@ class _SpnegoLogin:
         try:
             name = (gssapi.Name(self.principal, gssapi.NameType.kerberos_principal)
                     if self.principal else None)
-            creds = gssapi.Credentials(name=name, usage="initiate", store=self.store or None,
-                                       mechs=[gssapi.MechType.kerberos])
+            # For every mechanism (no `mechs`): credentials of Kerberos alone are not usable by
+            # SPNEGO, which would then look for the default ones.
+            creds = gssapi.Credentials(name=name, usage="initiate", store=self.store or None)
             if creds.lifetime is not None and creds.lifetime <= 0:
                 raise WebHdfsCredentialsError(
                     path, f"the Kerberos ticket of {creds.name} has expired: renew it "

@@ -1,0 +1,279 @@
+"""Reads from the Kerberized dev stack (`devstack up --secure`) over WebHDFS: https verified
+with the stack's CA, SPNEGO to the NameNode, the DataNode read with the delegation token of the
+NameNode's redirect; the one-line errors of what an operator must fix (no ticket, an untrusted
+certificate, a client without Kerberos, a user without permission); and `hdfs2kafka cat`,
+`watch` and `demo` with nothing but `devstack env --secure` in their environment.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+import pyarrow as pa
+import pytest
+import requests
+
+from demo.sample_data import avro_bytes, parquet_bytes, rows_for
+from hdfswatch.errors import FatalError, KerberosCredentialsError, TransientError
+from hdfswatch.ranged import (
+    UntrustedCertificate,
+    WebHdfsCredentialsError,
+    WebHdfsFile,
+    WebHdfsRefused,
+    webhdfs_client,
+)
+from pipeline.readers import open_reader
+
+ROOT = Path(__file__).resolve().parents[3]
+DEVSTACK = ROOT / "deploy" / "devstack" / "devstack"
+
+
+def _devstack(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(DEVSTACK), *args, "--secure"],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def secure() -> Iterator[dict[str, str]]:
+    """The secure stack up (started if it is not), its `env --secure` exports in this
+    process's environment for the module."""
+    if _devstack("status", timeout=60).returncode != 0:
+        up = _devstack("up")
+        assert up.returncode == 0, up.stderr[-3000:]
+    out = _devstack("env", timeout=60)
+    assert out.returncode == 0, out.stderr
+    env = {}
+    for line in out.stdout.splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = value
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        yield env
+
+
+@pytest.fixture(scope="module")
+def hdfs(secure: dict[str, str]) -> Iterator[Any]:
+    """A WebHDFS client of the daemon's principal (https, SPNEGO), and a directory of this
+    module's own, deleted afterwards."""
+    client = webhdfs_client(secure["WEBHDFS_URL"], ca_file=secure["HDFS2KAFKA_CA"], kerberos=True)
+    client.base = f"/tmp/webhdfs-secure-{uuid.uuid4().hex[:8]}"
+    client.makedirs(client.base)
+    yield client
+    client.delete(client.base, recursive=True)
+
+
+def _open(secure: dict[str, str], path: str, **kwargs: Any) -> WebHdfsFile:
+    options: dict[str, Any] = {"ca_file": secure["HDFS2KAFKA_CA"], "kerberos": True,
+                               "retries": 1, "backoff": 0.01, **kwargs}
+    return WebHdfsFile(secure["WEBHDFS_URL"], path, **options)
+
+
+def _all_rows(file: WebHdfsFile, fmt: str) -> dict[str, list[Any]]:
+    reader = open_reader(file, fmt)
+    batches = [unit.batch for unit in reader.units(max_rows=700)]
+    return pa.Table.from_batches(batches).to_pydict()
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "avro"])
+def test_a_file_is_read_over_https_with_spnego_every_row_in_order(secure, hdfs, fmt):
+    n = 12_000
+    data = parquet_bytes(3, n, row_group_size=2500) if fmt == "parquet" else avro_bytes(3, n, 1000)
+    path = f"{hdfs.base}/rows.{fmt}"
+    hdfs.write(path, data, overwrite=True)
+
+    # Small read-ahead windows: many ranged reads, each a NameNode redirect to the DataNode.
+    with _open(secure, path, read_ahead=64 * 1024, expected_size=len(data)) as f:
+        rows = _all_rows(f, fmt)
+        assert f.requests > 1  # not one whole-file GET
+    assert rows == rows_for(3, n)
+
+
+def test_the_datanode_is_read_with_the_namenodes_delegation_token_not_spnego(secure, hdfs):
+    data = os.urandom(300_000)
+    path = f"{hdfs.base}/token.bin"
+    hdfs.write(path, data, overwrite=True)
+    nn_port = urlsplit(secure["WEBHDFS_URL"]).port
+    seen: list[tuple[int, str, bool, int]] = []
+
+    def record(response: requests.Response, **_: Any) -> None:
+        req = response.request
+        seen.append((urlsplit(req.url).port or 0, req.url or "",
+                     "Authorization" in req.headers, response.status_code))
+
+    client = webhdfs_client(secure["WEBHDFS_URL"], ca_file=secure["HDFS2KAFKA_CA"], kerberos=True)
+    client._session.hooks["response"].append(record)
+    with WebHdfsFile(client, path, read_ahead=100_000) as f:
+        assert f.read_at(0, 300_000) == data
+
+    datanode = [s for s in seen if s[0] != nn_port]
+    assert datanode and all(status == 200 for *_, status in datanode)
+    for _port, url, authorized, _status in datanode:
+        assert not authorized  # no SPNEGO token went to the DataNode
+        assert parse_qs(urlsplit(url).query).get("delegation")
+    # The token is what lets it in: the same DataNode URL without it is refused.
+    url = datanode[0][1]
+    query = {k: v for k, v in parse_qs(urlsplit(url).query).items() if k != "delegation"}
+    bare = requests.get(url.split("?")[0], params={k: v[0] for k, v in query.items()},
+                        verify=secure["HDFS2KAFKA_CA"], timeout=30)
+    assert bare.status_code in (401, 403), bare.text[:300]
+    with_token = requests.get(url, verify=secure["HDFS2KAFKA_CA"], timeout=30)
+    assert with_token.status_code == 200
+
+
+def test_without_a_ticket_the_error_says_kinit_in_one_line(secure, hdfs, tmp_path, monkeypatch):
+    path = f"{hdfs.base}/noticket.parquet"
+    hdfs.write(path, parquet_bytes(1, 10), overwrite=True)
+    monkeypatch.setenv("KRB5CCNAME", f"FILE:{tmp_path / 'empty-ccache'}")
+    monkeypatch.delenv("KRB5_CLIENT_KTNAME")  # else MIT krb5 logs in from it by itself
+    with pytest.raises(WebHdfsCredentialsError) as err:
+        _open(secure, path)
+    text = str(err.value)
+    assert "\n" not in text
+    assert text.startswith(f"{path}: no Kerberos ticket") and "run kinit or set the keytab" in text
+    assert isinstance(err.value, KerberosCredentialsError) and isinstance(err.value, TransientError)
+
+    # The keytab heals it: the same read with the principal and its keytab.
+    with _open(secure, path, principal=secure["HDFS2KAFKA_PRINCIPAL"],
+               keytab=secure["HDFS2KAFKA_KEYTAB"]) as f:
+        assert _all_rows(f, "parquet") == rows_for(1, 10)
+
+
+def _other_ca(tmp_path: Path) -> str:
+    pem = tmp_path / "other-ca.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=not the stack's CA", "-keyout", str(tmp_path / "other-ca.key"),
+                    "-out", str(pem)], check=True, capture_output=True)
+    return str(pem)
+
+
+@pytest.mark.parametrize("trust", ["another CA", "the system's CAs"])
+def test_an_untrusted_certificate_names_the_url_and_the_ca_file(secure, hdfs, tmp_path, trust):
+    path = f"{hdfs.base}/any.parquet"
+    ca_file = _other_ca(tmp_path) if trust == "another CA" else None
+    started = time.monotonic()
+    with pytest.raises(UntrustedCertificate) as err:
+        _open(secure, path, ca_file=ca_file, retries=5, backoff=1.0)
+    assert time.monotonic() - started < 5  # refused at once, not retried
+    text = str(err.value)
+    assert "\n" not in text and isinstance(err.value, FatalError)
+    assert f"the certificate of {secure['WEBHDFS_URL']} is not trusted" in text
+    assert "set the CA file" in text
+    if ca_file:
+        assert ca_file in text
+
+
+def test_a_client_without_kerberos_is_told_webhdfs_wants_it(secure, hdfs):
+    path = f"{hdfs.base}/simple.parquet"
+    with pytest.raises(WebHdfsRefused) as err:
+        _open(secure, path, kerberos=False, user="hdfs2kafka")
+    text = str(err.value)
+    assert "\n" not in text
+    assert "HTTP 401" in text and "wants Kerberos (SPNEGO)" in text
+
+
+def test_a_user_without_permission_is_named_with_the_path(secure, hdfs):
+    path = f"{hdfs.base}/private.avro"
+    hdfs.write(path, avro_bytes(2, 10), overwrite=True)
+    hdfs.set_permission(path, "600")
+    analyst = secure["HDFS2KAFKA_ANALYST_PRINCIPAL"]
+    # The analyst may see the file (its directory is open) but not read it.
+    with _open(secure, path, principal=analyst, keytab=secure["HDFS2KAFKA_ANALYST_KEYTAB"]) as f:
+        with pytest.raises(WebHdfsRefused) as err:
+            f.read_at(0, 100)
+    text = str(err.value)
+    assert "\n" not in text
+    assert f"refused {analyst} access to {path} (HTTP 403" in text
+    assert "user=analyst" in text  # HDFS's own reason
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+def _command_env(secure: dict[str, str]) -> dict[str, str]:
+    """The environment of a shell after `eval "$(devstack env --secure)"`, nothing else."""
+    return {**os.environ, **secure, "PYTHONUNBUFFERED": "1"}
+
+
+def test_cat_prints_the_rows_of_a_secure_file_with_no_flag(secure, hdfs):
+    path = f"{hdfs.base}/cat.parquet"
+    hdfs.write(path, parquet_bytes(5, 30), overwrite=True)
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "cat", path], cwd=ROOT,
+                         env=_command_env(secure), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = [orjson.loads(line) for line in out.stdout.splitlines()]
+    assert [line["value"]["id"] for line in lines] == rows_for(5, 30)["id"]
+    assert [line["position"] for line in lines[:2]] == ["rg:0/0", "rg:0/1"]
+
+
+def test_cat_without_a_ticket_says_so_in_one_line(secure, hdfs, tmp_path):
+    path = f"{hdfs.base}/cat-noticket.avro"
+    hdfs.write(path, avro_bytes(6, 5), overwrite=True)
+    env = _command_env(secure)
+    env.pop("KRB5_CLIENT_KTNAME")
+    env.pop("HDFS2KAFKA_KEYTAB")
+    env["KRB5CCNAME"] = f"FILE:{tmp_path / 'empty-ccache'}"
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "cat", path], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"cat: {path}: no Kerberos ticket")
+    assert "run kinit or set the keytab" in lines[0]
+
+
+def test_watch_prints_a_file_written_to_the_secure_hdfs(secure, hdfs):
+    path = f"{hdfs.base}/watched/part-0.parquet"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "watch", "--path",
+                             f"{hdfs.base}/watched/**", "--count", "1", "--duration", "90"],
+                            cwd=ROOT, env=_command_env(secure), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    first = orjson.loads(proc.stdout.readline())
+    assert first["event"] == "watching" and first["mode"] == "edits", first
+
+    def put() -> None:
+        hdfs.write(f"{path}._COPYING_", parquet_bytes(7, 100), overwrite=True)
+        hdfs.rename(f"{path}._COPYING_", path)
+
+    writer = threading.Thread(target=put)
+    writer.start()
+    try:
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        writer.join()
+    assert proc.returncode == 0, err
+    ready = [orjson.loads(line) for line in rest.splitlines()]
+    assert [(r["event"], r["path"], r["reason"]) for r in ready] == [("ready", path, "rename")]
+
+
+def test_the_demo_streams_every_row_exactly_once_on_the_secure_stack(secure, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "demo", "--workdir",
+                          str(tmp_path), "--duration", "15", "--files-per-minute", "40",
+                          "--rows-per-file", "2000", "--sample-every", "1000"],
+                         cwd=ROOT, env=_command_env(secure), capture_output=True, text=True,
+                         timeout=400)
+    summary = orjson.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["event"] == "demo.summary", out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert summary["exactly_once"] is True and summary["drained"] is True
+    assert summary["rows_consumed"] == summary["rows_written"] > 0
+    for name in ("clicks", "orders"):
+        s = summary["sources"][name]
+        assert s["files_written"] > 2
+        assert (s["rows_consumed"], s["missing"], s["duplicates"]) == (s["rows_written"], 0, 0)
+    # Orders went through the registry (https, the stack's CA) as Avro.
+    assert "orders as avro through the Schema Registry https://" in out.stdout
+    config = next(tmp_path.glob("*/hdfs2kafka.toml")).read_text()
+    assert 'webhdfs = "https://' in config and "[kerberos]" in config
+    assert '"security.protocol" = "SASL_SSL"' in config
