@@ -45,6 +45,7 @@ _S_PRINCIPAL_UNKNOWN = _KRB5_BASE + 7
 _NAME_EXP = _KRB5_BASE + 2
 _KEY_EXP = _KRB5_BASE + 23
 _PREAUTH_FAILED = _KRB5_BASE + 24
+_BAD_INTEGRITY = _KRB5_BASE + 31  # a key that is not the principal's current one
 _TKT_EXPIRED = _KRB5_BASE + 32
 _SKEW = _KRB5_BASE + 37
 _CC_NOTFOUND = _KRB5_BASE + 141
@@ -95,11 +96,11 @@ def gss_error(exc: Exception, *, client: str, server: str | None = None) -> Auth
     if minor == _KDC_UNREACH or "cannot contact any kdc" in lowered:
         return KerberosCredentialsError(f"no KDC answers for {client}: is the KDC up and "
                                         f"krb5.conf (KRB5_CONFIG) right? [{detail}]")
-    if minor in (_C_PRINCIPAL_UNKNOWN, _PREAUTH_FAILED) \
+    if minor in (_C_PRINCIPAL_UNKNOWN, _PREAUTH_FAILED, _BAD_INTEGRITY) \
             or "client not found in kerberos database" in lowered:
         return KerberosCredentialsError(
-            f"the KDC refuses {client} (unknown principal or wrong key): check the principal "
-            f"and the keytab [{detail}]")
+            f"the KDC refuses {client} (unknown principal, or a keytab whose key is not the "
+            f"principal's current one): check the principal and the keytab [{detail}]")
     if minor in (_FCC_NOFILE, _CC_NOTFOUND) or major == _GSS_S_NO_CRED \
             or "no credentials" in lowered or "not found" in lowered:
         return KerberosCredentialsError(
