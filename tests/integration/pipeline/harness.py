@@ -45,12 +45,19 @@ def write_config(tmp: Path, stack: Any, *, instance_id: str, ledger_topic: str,
     lines.append('log_level = "info"')
     for k, v in daemon.items():
         lines.append(f"{k} = {toml_value(v)}")
+    # A secure stack adds its [hdfs], [kafka] and [kerberos] settings (SecureStack.sections).
+    sections: dict[str, dict[str, Any]] = getattr(stack, "sections", lambda: {})()
     lines += ["", "[hdfs]", f'namenodes = ["{stack.namenode}"]', f'webhdfs = "{stack.webhdfs_url}"',
-              f'user = "{stack.hdfs_user}"', "", "[kafka]", f'bootstrap = "{stack.kafka_bootstrap}"',
-              f'ledger_topic = "{ledger_topic}"']
+              f'user = "{stack.hdfs_user}"']
+    lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in sections.get("hdfs", {}).items()]
+    lines += ["", "[kafka]", f'bootstrap = "{stack.kafka_bootstrap}"', f'ledger_topic = "{ledger_topic}"']
+    lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in sections.get("kafka", {}).items()]
     registry = getattr(stack, "schema_registry_url", None)
     if registry:
         lines.append(f'schema_registry = "{registry}"')
+    if sections.get("kerberos"):
+        lines += ["", "[kerberos]"]
+        lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in sections["kerberos"].items()]
     for src in sources:
         lines += ["", "[[sources]]"]
         errors = src.pop("errors", None)
@@ -63,6 +70,11 @@ def write_config(tmp: Path, stack: Any, *, instance_id: str, ledger_topic: str,
     path = tmp / f"{instance_id}.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def toml_key(k: str) -> str:
+    """A TOML key: Kafka's dotted names quoted, so that they stay one key."""
+    return k if k.replace("_", "").isalnum() else f'"{k}"'
 
 
 def toml_value(v: Any) -> str:
@@ -130,10 +142,11 @@ class DaemonProcess:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def wait_for_log(self, needle: str, timeout: float = 60, after: int = 0) -> None:
+    def wait_for_log(self, needle: str, timeout: float = 60, after: int = 0, count: int = 1) -> None:
+        """Until `needle` is in the log (after character `after`) `count` times."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if needle in self.log_text()[after:]:
+            if self.log_text()[after:].count(needle) >= count:
                 return
             if not self.alive():
                 raise AssertionError(f"daemon exited before logging {needle!r}:\n{self.log_text()[-4000:]}")
@@ -153,8 +166,9 @@ class DaemonProcess:
             self.kill()
 
 
-async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    await create_topics(bootstrap, [topic], partitions)
+async def create_topic(bootstrap: str, topic: str, partitions: int,
+                       settings: dict[str, Any] | None = None) -> None:
+    await create_topics(bootstrap, [topic], partitions, settings=settings)
 
 
 @dataclass
@@ -184,10 +198,11 @@ class Landed:
 
 
 async def consume(bootstrap: str, topic: str, expect: int | None = None, timeout: float = 120,  # noqa: ASYNC109
-                  settle: float = 3.0) -> Landed:
+                  settle: float = 3.0, settings: dict[str, Any] | None = None) -> Landed:
     """Everything committed in `topic`: until `expect` rows arrived (then `settle` more seconds
-    to catch duplicates), or until nothing new came for `settle` seconds."""
-    consumer = committed_consumer(bootstrap, topic)
+    to catch duplicates), or until nothing new came for `settle` seconds. `settings`: the
+    client settings of a secure Kafka (`SecureStack.client_settings`)."""
+    consumer = committed_consumer(bootstrap, topic, settings=settings)
     await consumer.start()
     records: list[tuple[int, int, dict[str, Any], bytes | None]] = []
     nbytes = 0
@@ -214,7 +229,7 @@ async def consume(bootstrap: str, topic: str, expect: int | None = None, timeout
 
 
 def expected_ids(file_rows: dict[int, int]) -> list[int]:
-    out = []
+    out: list[int] = []
     for file_no, n in sorted(file_rows.items()):
         out.extend(file_no * ROWS_PER_FILE_ID + i for i in range(n))
     return out
@@ -247,9 +262,94 @@ async def status(url: str) -> dict[str, Any]:
         return dict(await resp.json())
 
 
-async def ledger_entries(bootstrap: str, ledger_topic: str, instance_id: str) -> dict[str, Any]:
+async def ledger_entries(bootstrap: str, ledger_topic: str, instance_id: str,
+                         settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """The committed ledger's file entries (`pipeline.ledger.FileEntry`), by file name."""
     from pipeline.ledger import LedgerState
 
-    state = await read_ledger(KafkaConfig(bootstrap, ledger_topic), LedgerState(instance_id))
+    state = await read_ledger(KafkaConfig(bootstrap, ledger_topic, client=settings or {}),
+                              LedgerState(instance_id))
     return {e.path.rsplit("/", 1)[1]: e for e in state.files.values()}
+
+
+# --------------------------------------------------------------------------- the secure stack
+
+
+@dataclass(frozen=True)
+class SecureStack:
+    """The Kerberized dev stack as a daemon and a test see it, from `devstack env --secure`.
+
+    `mechanism` is how the daemon logs in to Kafka: "SCRAM-SHA-512" (the password as
+    `${file:...}`, never in the config) or "GSSAPI" (from the keytab of [kerberos]). The test's
+    own Kafka clients log in with SCRAM (`client_settings`); its WebHDFS client with the
+    daemon's keytab (`webhdfs`).
+    """
+
+    env: dict[str, str]
+    mechanism: str = "SCRAM-SHA-512"
+    kafka_overrides: tuple[tuple[str, str], ...] = ()
+    schema_registry_url: str = ""  # the secure registry is not used by these tests
+
+    @property
+    def namenode(self) -> str:
+        return self.env["HDFS_NAMENODE"]
+
+    @property
+    def webhdfs_url(self) -> str:
+        return self.env["WEBHDFS_URL"]
+
+    @property
+    def hdfs_user(self) -> str:
+        return self.env["HDFS_USER"]
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.env["KAFKA_BOOTSTRAP"]
+
+    @property
+    def ca_file(self) -> str:
+        return self.env["HDFS2KAFKA_CA"]
+
+    def with_kafka(self, mechanism: str | None = None, **overrides: str) -> SecureStack:
+        """The same stack with another SASL mechanism, or Kafka settings (Kafka's names with
+        `_` for `.`) changed: a wrong password, another service name."""
+        merged = dict(self.kafka_overrides) | {k.replace("_", "."): v for k, v in overrides.items()}
+        return SecureStack(self.env, mechanism or self.mechanism, tuple(merged.items()))
+
+    def with_env(self, **env: str) -> SecureStack:
+        """The same stack with some of its `devstack env` values changed (KAFKA_BOOTSTRAP...)."""
+        return SecureStack({**self.env, **env}, self.mechanism, self.kafka_overrides)
+
+    def sections(self) -> dict[str, dict[str, Any]]:
+        """[hdfs], [kafka] and [kerberos] settings of a daemon on this stack."""
+        kafka: dict[str, Any] = {"security.protocol": "SASL_SSL", "sasl.mechanism": self.mechanism,
+                                 "ssl.ca.location": self.env["KAFKA_SSL_CAFILE"]}
+        if self.mechanism == "GSSAPI":
+            kafka["sasl.kerberos.service.name"] = self.env["KAFKA_SASL_KERBEROS_SERVICE_NAME"]
+        else:
+            kafka["sasl.username"] = self.env["KAFKA_SASL_USERNAME"]
+            kafka["sasl.password"] = "${file:" + self.env["KAFKA_SASL_PASSWORD_FILE"] + "}"
+        kafka.update(dict(self.kafka_overrides))
+        return {
+            "hdfs": {"hadoop_conf_dir": self.env["HADOOP_CONF_DIR"], "ca_file": self.ca_file},
+            "kafka": kafka,
+            "kerberos": {"principal": self.env["HDFS2KAFKA_PRINCIPAL"],
+                         "keytab": self.env["HDFS2KAFKA_KEYTAB"]},
+        }
+
+    def client_settings(self) -> dict[str, Any]:
+        """`[kafka]` client settings (as `pipeline.config` makes them) for the test's own
+        clients: SCRAM as the daemon's user, TLS verified with the stack's CA."""
+        password = Path(self.env["KAFKA_SASL_PASSWORD_FILE"]).read_text().strip()
+        return {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_plain_username": self.env["KAFKA_SASL_USERNAME"],
+                "sasl_plain_password": password,
+                "_ssl": {"ssl.ca.location": self.env["KAFKA_SSL_CAFILE"]}}
+
+    def webhdfs(self) -> Any:
+        """A WebHDFS client (SPNEGO over https) logged in from the daemon's keytab."""
+        from hdfswatch.ranged import webhdfs_client
+
+        return webhdfs_client(self.webhdfs_url, ca_file=self.ca_file, kerberos=True,
+                              principal=self.env["HDFS2KAFKA_PRINCIPAL"],
+                              keytab=self.env["HDFS2KAFKA_KEYTAB"])
