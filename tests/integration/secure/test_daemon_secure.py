@@ -308,7 +308,9 @@ async def test_a_missing_topic_acl_stalls_nothing_is_lost_and_granting_it_heals(
             entries = await ledger_entries(sstack.kafka_bootstrap, f"secure-ledger-{unique}",
                                            f"sec-{unique}", settings=settings)
             assert sorted(e.state for e in entries.values()) == ["done"] * files
-            assert "quarantin" not in daemon.log_text()
+            events = log_events(daemon)
+            assert not [e for e in events if "will be quarantined" in e["event"]]
+            assert all(e.get("quarantined", 0) == 0 for e in events)
             assert daemon.terminate() == 0
     finally:
         await asyncio.to_thread(devstack, "acl", "revoke", topic, timeout=120)
