@@ -161,10 +161,21 @@ class _SpnegoLogin:
                 raise SpnegoUnavailable(path, f"WebHDFS wants Kerberos (SPNEGO) but the Python "
                                               f"package '{_SPNEGO_PACKAGE}' cannot be imported "
                                               f"({exc}): pip install {_SPNEGO_PACKAGE}") from None
+            login = self
+
+            class Spnego(HTTPSPNEGOAuth):  # type: ignore[misc]
+                """requests-gssapi's handler, where a Kerberos step that fails is raised as the
+                error naming its fix (the library would log it with a traceback and hand back
+                the 401)."""
+
+                def generate_request_header(self, response: Any, host: str,
+                                            is_preemptive: bool = False) -> str:
+                    login.check_step(response.url, self.creds, self.mech)
+                    return str(super().generate_request_header(response, host, is_preemptive))
+
             # The DataNode's answer carries no SPNEGO token (it is read with the delegation
             # token of the redirect): mutual authentication is checked where it is offered.
-            self._auth = HTTPSPNEGOAuth(mutual_authentication=OPTIONAL,
-                                        creds=self.credentials(path))
+            self._auth = Spnego(mutual_authentication=OPTIONAL, creds=self.credentials(path))
         return self._auth
 
     def credentials(self, path: str) -> Any:
@@ -187,29 +198,35 @@ class _SpnegoLogin:
         except gssapi.exceptions.GSSError as exc:
             raise WebHdfsCredentialsError(path, str(gss_error(exc, client=self.who()))) from None
 
-    def diagnose(self, url: str, path: str) -> RangedReadError:
-        """Why the NameNode still answers 401 after SPNEGO: the Kerberos step that fails, else
-        a refusal of who we are."""
+    def check_step(self, url: str, creds: Any, mech: Any) -> None:
+        """Take the first SPNEGO step for the server of `url` (HTTP/host); raise the error
+        naming what to fix when Kerberos refuses it."""
         import gssapi
 
         from hdfswatch.kerberos import gss_error
 
-        creds = self.credentials(path)
+        path = _hdfs_path(url)
         host = urlsplit(url).hostname or ""
-        service = f"HTTP@{host}"
         try:
-            ctx = gssapi.SecurityContext(
-                name=gssapi.Name(service, gssapi.NameType.hostbased_service), creds=creds,
-                usage="initiate", mech=gssapi.MechType.kerberos)
-            ctx.step()
+            gssapi.SecurityContext(
+                name=gssapi.Name(f"HTTP@{host}", gssapi.NameType.hostbased_service),
+                creds=creds, usage="initiate", mech=mech).step()
         except gssapi.exceptions.GSSError as exc:
             detail = " ".join(str(exc.gen_message()).split())
             if "not found in kerberos database" in detail.lower() and "server" in detail.lower():
-                return WebHdfsPrincipalError(path, f"the KDC does not know HTTP/{host}, the principal "
-                                                   f"SPNEGO asks for at {_base(url)}: use the "
-                                                   "host name the NameNode's HTTP principal "
-                                                   f"names in the WebHDFS URL [{detail}]")
-            return WebHdfsCredentialsError(path, str(gss_error(exc, client=str(creds.name))))
+                raise WebHdfsPrincipalError(path, f"the KDC does not know HTTP/{host}, the "
+                                                  f"principal SPNEGO asks for at {_base(url)}: "
+                                                  "use the host name the NameNode's HTTP "
+                                                  "principal names in the WebHDFS URL "
+                                                  f"[{detail}]") from None
+            client = str(creds.name) if creds is not None else self.who()
+            raise WebHdfsCredentialsError(path, str(gss_error(exc, client=client))) from None
+
+    def refused(self, url: str) -> RangedReadError:
+        """The NameNode still answers 401 after a SPNEGO step Kerberos allowed: it does not
+        accept who we are."""
+        path = _hdfs_path(url)
+        creds = self.credentials(path)
         return WebHdfsRefused(path, f"WebHDFS at {_base(url)} refused the Kerberos login of "
                                     f"{creds.name} (HTTP 401)")
 
@@ -256,7 +273,7 @@ class _WebHdfsClient(Client):
                              "=kerberos in HADOOP_CONF_DIR and get a ticket (kinit or a keytab)"
                              if "negotiate" in res.headers.get("WWW-Authenticate", "").lower()
                              else f" to user {self._user}"))
-            raise self._login.diagnose(url, path)
+            raise self._login.refused(url)
         if res.status_code == 403:
             message = _remote_message(res)
             who = self._login.who() if self._login is not None else f"user {self._user}"

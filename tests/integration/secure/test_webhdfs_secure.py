@@ -7,6 +7,7 @@ certificate, a client without Kerberos, a user without permission); and `hdfs2ka
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from hdfswatch.ranged import (
     UntrustedCertificate,
     WebHdfsCredentialsError,
     WebHdfsFile,
+    WebHdfsPrincipalError,
     WebHdfsRefused,
     webhdfs_client,
 )
@@ -180,6 +182,19 @@ def test_a_client_without_kerberos_is_told_webhdfs_wants_it(secure, hdfs):
     text = str(err.value)
     assert "\n" not in text
     assert "HTTP 401" in text and "wants Kerberos (SPNEGO)" in text
+
+
+def test_a_url_naming_the_host_otherwise_than_its_principal_is_told_which_name(secure, hdfs,
+                                                                               caplog):
+    path = f"{hdfs.base}/by-address.parquet"
+    url = secure["WEBHDFS_URL"].replace("localhost", "127.0.0.1")
+    with pytest.raises(WebHdfsPrincipalError) as err:
+        WebHdfsFile(url, path, ca_file=secure["HDFS2KAFKA_CA"], kerberos=True, retries=1)
+    text = str(err.value)
+    assert "\n" not in text and isinstance(err.value, FatalError)
+    assert "the KDC does not know HTTP/127.0.0.1" in text and "use the host name" in text
+    # Said once, by the error: no library error log (with its traceback) on the way.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_a_user_without_permission_is_named_with_the_path(secure, hdfs):
