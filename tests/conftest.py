@@ -61,8 +61,12 @@ def _devstack_env() -> dict[str, str]:
                          capture_output=True, text=True).stdout
     env = {}
     for line in out.splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key] = value
+        if line.startswith("export "):
+            key, _, value = line.removeprefix("export ").partition("=")
+            env[key] = value
+        elif line.startswith("unset "):  # what the secure stack's env sets and this one has not
+            for key in line.split()[1:]:
+                os.environ.pop(key, None)
     return env
 
 
