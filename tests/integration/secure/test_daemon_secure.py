@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -314,3 +317,68 @@ async def test_a_missing_topic_acl_stalls_nothing_is_lost_and_granting_it_heals(
             assert daemon.terminate() == 0
     finally:
         await asyncio.to_thread(devstack, "acl", "revoke", topic, timeout=120)
+
+
+# --------------------------------------------------------------------------- ticket lifetimes
+
+TICKET_LIFE_S = 40
+
+
+@pytest.fixture
+def short_tickets(secure: dict[str, str], tmp_path: Path) -> Iterator[int]:
+    """The daemon's principal gets tickets of TICKET_LIFE_S (DEVSTACK_TICKET_LIFETIME, applied by
+    `up` to the running stack, no restart); the lifetime the stack had comes back afterwards,
+    and the test shell's ticket cache gets a ticket of that length again."""
+    settings = Path(secure["DEVSTACK_SECURE_STATE"]) / "settings.json"
+    before = int(json.loads(settings.read_text())["ticket_lifetime_s"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVSTACK_TICKET_")}
+    up = devstack("up", env={**env, "DEVSTACK_TICKET_LIFETIME": f"{TICKET_LIFE_S}s"})
+    assert up.returncode == 0, up.stderr[-3000:]
+    try:
+        # A ticket from the keytab now lives TICKET_LIFE_S (in a cache of the test's own).
+        cache = f"FILE:{tmp_path / 'ccache'}"
+        subprocess.run(["kinit", "-kt", secure["HDFS2KAFKA_KEYTAB"], secure["HDFS2KAFKA_PRINCIPAL"]],
+                       env={**os.environ, "KRB5CCNAME": cache}, check=True, timeout=30)
+        life = subprocess.run(["klist", "-c", cache], capture_output=True, text=True, check=True)
+        print(life.stdout)
+        yield TICKET_LIFE_S
+    finally:
+        restore = devstack("up", env={**env, "DEVSTACK_TICKET_LIFETIME": f"{before}s"})
+        assert restore.returncode == 0, restore.stderr[-3000:]
+        devstack("kinit", timeout=60)
+
+
+async def test_every_row_once_across_three_ticket_lifetimes(
+        sstack: SecureStack, hdfs: Any, unique: str, tmp_path: Path, short_tickets: int) -> None:
+    """Files keep arriving for more than three ticket lifetimes while every connection (edit
+    stream, WebHDFS, Kafka GSSAPI) needs Kerberos: MIT krb5 takes new tickets from the client
+    keytab (KRB5_CLIENT_KTNAME) with no kinit; no life of the daemon fails, every row lands once."""
+    # Idle Kafka connections close after 3 s, so new ones (a GSSAPI login each) are opened
+    # between files all along, long after the first ticket expired. (Neither the broker nor the
+    # NameNode drops an open connection when its ticket expires.)
+    stack = sstack.with_kafka("GSSAPI", connections_max_idle_ms="3000")
+    topic, base = f"secure-tickets-{unique}", f"/tests/secure-daemon/{unique}"
+    await create_topic(stack.kafka_bootstrap, topic, 2, settings=stack.client_settings())
+    cfg = daemon_config(tmp_path, stack, unique, topic, base, unit_rows=1000)
+    rows, run_s, every_s = 2_000, 3.3 * short_tickets, 6.0
+    files = 0
+    with DaemonProcess(cfg, tmp_path) as daemon:
+        daemon.start()
+        await asyncio.to_thread(daemon.wait_for_log, "ready: recovery done", 120)
+        started = time.monotonic()
+        while time.monotonic() - started < run_s:
+            suffix, data = sample_file(files, rows)
+            await asyncio.to_thread(put, hdfs, f"{base}/part-{files:03d}{suffix}", data)
+            files += 1
+            await asyncio.sleep(every_s)
+        landed = await consume(stack.kafka_bootstrap, topic, expect=files * rows, timeout=120,
+                               settings=stack.client_settings())
+        check_every_row_once(landed, files, rows)
+        assert daemon.alive()
+        events = log_events(daemon)
+        troubles = [e for e in events if e.get("level") in ("warning", "error", "critical")]
+        for e in troubles:
+            print("daemon:", {k: e[k] for k in ("event", "error", "level", "logger") if k in e})
+        assert daemon.starts == 1
+        assert not [e for e in events if e["event"].startswith("flow failed")], troubles
+        assert daemon.terminate() == 0
