@@ -28,12 +28,16 @@ from hdfswatch.patterns import PathMatcher
 log = structlog.get_logger("hdfswatch.listing")
 
 
+def inode_path(file_id: int) -> str:
+    """The path that names a file by its inode id wherever it is (HDFS's reserved namespace,
+    served by every client protocol: RPC, data transfer, WebHDFS)."""
+    return f"/.reserved/.inodes/{file_id}"
+
+
 async def locate_file(client: NameNodeClient, file_id: int, matcher: PathMatcher) -> str | None:
     """Where the file with inode `file_id` is now among the files `matcher` matches, or None
     when it was deleted or is outside them (a file renamed while it was read). Costs a listing
     of the matcher's roots."""
-    from hdfswatch.ranged import inode_path
-
     if await client.get_file_info(inode_path(file_id)) is None:
         return None  # deleted
     for root in matcher.roots():

@@ -32,6 +32,8 @@ VALUE_FORMATS = ("json", "avro")
 START_FROM = ("earliest", "latest")
 TOLERANCES = ("none", "all")
 DETECTORS = ("inotify", "listing")
+READERS = ("native", "webhdfs")  # hdfsread.stack.READERS
+DEFAULT_READER = "native"
 TIMESTAMP_MODES = ("iso", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -111,6 +113,9 @@ class HdfsConfig:
     """PEM CA certificates trusted for an https:// WebHDFS (None: the system's)."""
     detector: str = "inotify"
     listing_interval_s: float = 10.0
+    reader: str = DEFAULT_READER
+    """How files are read: native (HDFS's RPC and data-transfer protocols, hdfs-native) or
+    webhdfs (HTTP; needs `webhdfs`)."""
 
 
 @dataclass(frozen=True)
@@ -582,7 +587,8 @@ def _hdfs(v: _Validator, t: Mapping[str, Any]) -> HdfsConfig | None:
     for i, nn in enumerate(namenodes):
         if not isinstance(nn, str) or not _host_port(nn):
             v.problem(f"{w}.namenodes[{i}]", f"expected HOST:PORT (got {nn!r})")
-    webhdfs = h.get("webhdfs", str, required=True)
+    reader = h.choice("reader", READERS)
+    webhdfs = h.get("webhdfs", str, required=reader == "webhdfs")
     if webhdfs and not webhdfs.startswith(("http://", "https://")):
         v.problem(f"{w}.webhdfs", f"expected an http(s):// URL (got {webhdfs!r})")
     user = h.get("user", str, required=True)
@@ -609,6 +615,7 @@ def _hdfs(v: _Validator, t: Mapping[str, Any]) -> HdfsConfig | None:
         ca_file=ca_file,
         detector=h.choice("detector", DETECTORS),
         listing_interval_s=h.positive("listing_interval_s", float),
+        reader=reader,
     )
 
 

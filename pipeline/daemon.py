@@ -109,6 +109,7 @@ class Daemon:
         self._reload_requested = False
         self._restart_requested = False
         self.namenode: Any = None  # the NameNode client, kept across lives
+        self.read_stack: Any = None  # files are read through it (hdfsread); kept across lives
         self.kerberos_principal: str | None = None  # who the daemon is, once logged in
         self.limiter = RateLimiter()
         self._apply_limits()
@@ -195,6 +196,8 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
             faulthandler.unregister(signal.SIGUSR2)
+            if self.read_stack is not None:
+                await asyncio.to_thread(self.read_stack.close)
             if self.namenode is not None:
                 await self.namenode.close()
         log.info("stopped", exit_code=self.exit_code)
@@ -334,11 +337,7 @@ class Daemon:
         work_queue: asyncio.Queue[FileWork] = asyncio.Queue(maxsize=d.queue_size)
         pool = WorkerPool(
             queue=work_queue, out=committer.queue, sources=self._source_config,
-            opener=FileOpener(self.config.hdfs.webhdfs, self.config.hdfs.user,
-                              self.config.kafka.schema_registry,
-                              ca_file=self.config.hdfs.ca_file,
-                              kerberos=self.rpc_security().kerberos,
-                              principal=self.config.kerberos.principal,
+            opener=FileOpener(self._read_stack(), self.config.kafka.schema_registry,
                               registry_ca_file=(self.config.kafka.client.get("_ssl") or {}).get(
                                   "ssl.ca.location") or self.config.hdfs.ca_file,
                               # Records must fit a produce request and the broker's default limit.
@@ -353,6 +352,23 @@ class Daemon:
                         on_ready=self._mark_ready, on_edits=self._on_edits)
         return FlowState(state=state, committer=committer, pool=pool, work_queue=work_queue,
                          intake=intake)
+
+    def _read_stack(self) -> Any:
+        """The read stack ([hdfs] reader), built at the first life and kept until the daemon
+        stops: connections are pooled for the daemon, not opened per file. The native reader
+        checks files with the edit stream's NameNode client, on this loop."""
+        if self.read_stack is None:
+            from hdfsread.stack import ReadSettings, open_read_stack
+
+            h = self.config.hdfs
+            self.read_stack = open_read_stack(
+                ReadSettings(reader=h.reader, user=h.user, namenodes=h.namenodes,
+                             hadoop_conf_dir=h.hadoop_conf_dir, security=self.rpc_security(),
+                             webhdfs_url=h.webhdfs or None, ca_file=h.ca_file,
+                             keytab=self.config.kerberos.keytab),
+                namenode=self.namenode_client, loop=asyncio.get_running_loop())
+            log.info("read stack ready", reader=self.read_stack.name)
+        return self.read_stack
 
     async def _stream(self, flow: FlowState) -> None:
         flow.pool.start()

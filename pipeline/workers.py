@@ -30,9 +30,10 @@ from typing import Any
 
 import structlog
 
+from hdfsread.base import FileMoved, RandomAccessFile
+from hdfsread.stack import ReadStack
 from hdfswatch.backoff import Backoff
 from hdfswatch.errors import FatalError, PermanentError, TransientError
-from hdfswatch.ranged import FileMoved, RandomAccessFile
 from pipeline.config import SourceConfig
 from pipeline.items import FileFinished, FileQuarantined, FilesRecorded, FileWork, Item, UnitRecords
 from pipeline.ledger import FileEntry, advance
@@ -79,41 +80,45 @@ class SourceStopped(Exception):
 class FileOpener:
     """Opens a ready file for reading and builds its encoders; runs in a worker thread.
 
-    `open_file` opens the bytes of a ledger entry's file; by default over WebHDFS, checked
-    against the entry's size and inode id.
+    Files are opened through the daemon's read stack (`hdfsread`: native or WebHDFS, built
+    once and shared by every file), checked against the ledger entry's size and inode id;
+    `open_file` replaces it (tests).
     """
 
-    def __init__(self, webhdfs_url: str, user: str, schema_registry: str | None = None,
+    def __init__(self, stack: ReadStack | None, schema_registry: str | None = None,
                  max_record_bytes: int = 1_000_000,
                  open_file: Callable[[FileEntry], RandomAccessFile] | None = None, *,
-                 ca_file: str | None = None, kerberos: bool = False,
-                 principal: str | None = None, registry_ca_file: str | None = None) -> None:
-        self.webhdfs_url = webhdfs_url
-        self.user = user
-        self.ca_file = ca_file
-        self.kerberos = kerberos
-        self.principal = principal
+                 registry_ca_file: str | None = None) -> None:
+        if stack is None and open_file is None:
+            raise ValueError("FileOpener needs a read stack or open_file")
+        self.stack = stack
         self.schema_registry = schema_registry
         self.registry_ca_file = registry_ca_file
         self.max_record_bytes = max_record_bytes
-        self.open_file = open_file or self._open_webhdfs
+        self.open_file = open_file or self._open_from_stack
 
-    def _open_webhdfs(self, entry: FileEntry) -> RandomAccessFile:
-        from hdfswatch.ranged import WebHdfsFile
-
-        return WebHdfsFile(self.webhdfs_url, entry.path, user=self.user,
-                           expected_size=entry.size, expected_file_id=entry.file_id,
-                           ca_file=self.ca_file, kerberos=self.kerberos, principal=self.principal)
+    def _open_from_stack(self, entry: FileEntry) -> RandomAccessFile:
+        assert self.stack is not None
+        return self.stack.open(entry.path, expected_size=entry.size,
+                                expected_file_id=entry.file_id)
 
     def open(self, work: FileWork, source: SourceConfig,
              unit_rows: Callable[[], int]) -> Iterator[UnitRecords | FileFinished]:
         """The file's remaining units, encoded; a FileFinished closes a file whose last unit
-        was already committed (or that has no rows)."""
+        was already committed (or that has no rows). The file is opened at the first unit
+        asked for, and closed when the units end."""
+        f = self.open_file(work.entry)
+        try:
+            yield from self._units(work, source, unit_rows, f)
+        finally:
+            f.close()
+
+    def _units(self, work: FileWork, source: SourceConfig, unit_rows: Callable[[], int],
+               f: RandomAccessFile) -> Iterator[UnitRecords | FileFinished]:
         from pipeline.encoders.errors import EncodeError
         from pipeline.readers import BadPosition, open_reader
 
         entry = work.entry
-        f = self.open_file(entry)
         reader = open_reader(f, source.format)  # type: ignore[arg-type]  # validated by config
         encode = make_unit_encoder(source, reader, self.schema_registry, self.registry_ca_file)
         try:

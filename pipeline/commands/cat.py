@@ -41,12 +41,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="column(s) whose values make the record key; repeat for several")
     parser.add_argument("--config", metavar="FILE",
                         help="daemon config (TOML) to take [hdfs] and [kafka] settings from")
+    parser.add_argument("--reader", choices=("native", "webhdfs"),
+                        help="how to read the file: native (HDFS's RPC and data transfer, "
+                             "hdfs-native) or webhdfs (default: the config's [hdfs] reader, "
+                             "else native)")
     add_connection_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from hdfsread.base import LocalFile, RandomAccessFile, RangedReadError
+    from hdfsread.stack import ReadStack, open_read_stack
     from hdfswatch.errors import HdfsWatchError
-    from hdfswatch.ranged import LocalFile, RandomAccessFile, RangedReadError, WebHdfsFile
     from pipeline import logs
     from pipeline.config import ConfigError
     from pipeline.positions import PositionError, parse_position
@@ -64,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = sys.stdout.buffer
     file: RandomAccessFile | None = None
+    stack: ReadStack | None = None
     try:
         if args.path.startswith("file:"):
             file = LocalFile(args.path.removeprefix("file://").removeprefix("file:"))
@@ -73,12 +79,14 @@ def run(args: argparse.Namespace) -> int:
             except ConfigError as exc:
                 print(f"cat: {exc}", file=sys.stderr)
                 return 2
-            if not conn.webhdfs_url:
-                print('cat: no WebHDFS URL: give --webhdfs, --config, or set WEBHDFS_URL '
-                      '(eval "$(deploy/devstack/devstack env)")', file=sys.stderr)
+            reader_name = args.reader or _config_reader(args) or "native"
+            try:
+                stack = open_read_stack(_read_settings(conn, reader_name))
+            except (ConfigError, HdfsWatchError) as exc:
+                print(f"cat: {exc}" + (' (eval "$(deploy/devstack/devstack env)")'
+                                       if "needs" in str(exc) else ""), file=sys.stderr)
                 return 2
-            file = WebHdfsFile(conn.webhdfs_url, args.path, conn.hdfs_user,
-                               **conn.webhdfs_options())
+            file = stack.open(args.path)
         reader = open_reader(file, args.input_format)
         missing = [k for k in args.key if k not in reader.schema.names]
         if missing:
@@ -106,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if file is not None:
             file.close()
+        if stack is not None:
+            stack.close()
 
 
 def _write_records(out: BinaryIO, reader: Any, start: Any, limit: int | None,
@@ -170,6 +180,32 @@ def _value_encoder(value_format: str, reader: Any) -> Callable[[Any], list[bytes
         return lambda unit: [v[5:] for v in blocks.encode(unit.avro_blocks)]
     encoder = AvroEncoder(0, arrow_to_avro_schema(reader.schema, "Row"))
     return lambda unit: [v[5:] for v in encoder.encode(unit.batch)]
+
+
+def _config_reader(args: argparse.Namespace) -> str | None:
+    if not args.config:
+        return None
+    from pipeline import config as config_mod
+
+    hdfs, _ = config_mod.load_connection(args.config)
+    return hdfs.reader
+
+
+def _read_settings(conn: Connection, reader: str) -> Any:
+    """The daemon's read stack, built from the command's connection. With Kerberos and a keytab,
+    the process's tickets come from it first (hdfs-native takes the default credentials)."""
+    from hdfsread.stack import ReadSettings
+
+    security = conn.rpc_security()
+    if security.kerberos and reader == "native":
+        from pipeline.config import KerberosConfig
+        from pipeline.kerberos_login import login
+
+        login(KerberosConfig(principal=conn.principal, keytab=conn.keytab))
+    return ReadSettings(reader=reader, user=conn.hdfs_user, namenodes=conn.namenodes,
+                        hadoop_conf_dir=conn.hadoop_conf_dir, security=security,
+                        webhdfs_url=conn.webhdfs_url, ca_file=conn.ca_file,
+                        keytab=conn.keytab)
 
 
 def _connection(args: argparse.Namespace) -> Connection:

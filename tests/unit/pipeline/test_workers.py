@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from hdfsread.base import ReadFailed
 from hdfswatch.errors import FatalError
-from hdfswatch.ranged import ReadFailed
 from pipeline.config import ErrorPolicy, SourceConfig
 from pipeline.encoders.errors import EncodeError
 from pipeline.items import FileFinished, FileQuarantined, FileWork, Item, UnitRecords
@@ -85,7 +85,7 @@ def entry(data: bytes, path: str = "/data/f") -> FileEntry:
 
 
 def opener_of(data: bytes) -> FileOpener:
-    return FileOpener("http://unused", "nobody", open_file=lambda e: BytesFile(e.path, data))
+    return FileOpener(None, open_file=lambda e: BytesFile(e.path, data))
 
 
 def run(data: bytes, unit_rows: int | Callable[[], int], start: str | None = None
