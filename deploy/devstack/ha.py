@@ -39,9 +39,13 @@ Why it is built this way:
   is what a client of the NameNodes can observe; three cost two more JVMs (about 150 MiB each)
   and start-up time on a small machine for nothing a client sees. DEVSTACK_HA_JOURNALNODES=3
   gives three (a quorum of two), e.g. to stop one JournalNode in a test.
-- The standby tails the journal every 500 ms and reads in-progress segments
-  (dfs.ha.tail-edits.in-progress), so it is at most a moment behind when it is made active.
-  dfs.ha.log-roll.period keeps Hadoop's default (2 minutes): segments roll as on a real cluster.
+- The standby looks for new segments in the journal every 500 ms and reads finalized ones only
+  (Hadoop's default, dfs.ha.tail-edits.in-progress=false): with in-progress tailing the
+  JournalNodes serve recent transactions from a memory cache, purged or not, so `purge-edits`
+  would make no gap. Segments roll every 2 minutes (dfs.ha.log-roll.period, Hadoop's default)
+  and at every failover; made active, a NameNode first reads what it lacks from the journal.
+- No checkpoints by the standby (dfs.ha.standby.checkpoints=false): edits are purged only when
+  `purge-edits` asks, as on the plain stack, which has no checkpointer either.
 - The plain stack's settings for clients: inotify batches (1000 events per RPC), permissions on
   with the current user as superuser (it runs the NameNodes), SIMPLE authentication, WebHDFS on
   both NameNodes, small blocks allowed, and few old edits kept (2 extra transactions, 1 extra
@@ -70,6 +74,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -183,6 +188,14 @@ def _nameservice_props() -> dict[str, object]:
     return props
 
 
+# For HDFS's own Java clients, among them the DataNode's WebHDFS writer: a file's close waits
+# for the block's report to reach the active (a 400 ms first retry by default, which most small
+# writes here hit), and a call that met the standby retries sooner.
+CLIENT_RETRIES = {"dfs.client.block.write.locateFollowingBlock.initial.delay.ms": 50,
+                  "dfs.client.failover.sleep.base.millis": 100,
+                  "dfs.client.failover.sleep.max.millis": 2000}
+
+
 def _sites() -> tuple[dict[str, object], dict[str, object]]:
     """(core-site, hdfs-site) common to the servers."""
     data = RUN / "hdfs"
@@ -201,9 +214,15 @@ def _sites() -> tuple[dict[str, object], dict[str, object]]:
         # A failover fences the old active by the journal's epochs alone; a dead one needs no
         # more, a live one is asked to step down first.
         "dfs.ha.fencing.methods": "shell(/bin/true)",
+        # ...and a dead one is not called again a second later before it is fenced.
+        "ha.failover-controller.graceful-fence.connection.retries": 0,
+        # The standby looks for new segments twice a second (it reads finalized ones only,
+        # Hadoop's default: with dfs.ha.tail-edits.in-progress the JournalNodes serve recent
+        # transactions from a memory cache, purged or not, and a purge would make no gap).
         "dfs.ha.tail-edits.period": "500ms",
-        "dfs.ha.tail-edits.in-progress": "true",
-        "dfs.journalnode.edit-cache-size.bytes": 4 * 1024 * 1024,
+        # Edits are purged only when asked (`purge-edits`), as on the plain stack, which has no
+        # checkpointer: no hourly checkpoint of the standby's, after which the active would purge.
+        "dfs.ha.standby.checkpoints": "false",
         "dfs.datanode.data.dir": data / "data",
         "dfs.datanode.address": f"{HOST}:{DN_PORT}",
         "dfs.datanode.http.address": f"{HOST}:{DN_HTTP}",
@@ -226,6 +245,7 @@ def _sites() -> tuple[dict[str, object], dict[str, object]]:
         "dfs.heartbeat.interval": 1,
         "dfs.namenode.heartbeat.recheck-interval": 5000,
         "dfs.client.use.datanode.hostname": "false",
+        **CLIENT_RETRIES,
     }
     hdfs.update(HDFS_SITE)
     return core, hdfs
@@ -284,7 +304,8 @@ def write_hadoop_conf() -> str:
     (client / "core-site.xml").write_text(ds._xml({"fs.defaultFS": f"hdfs://{NAMESERVICE}",
                                                    "hadoop.security.authentication": "simple"}))
     (client / "hdfs-site.xml").write_text(ds._xml({
-        **_nameservice_props(), "dfs.replication": 1, "dfs.client.use.datanode.hostname": "false"}))
+        **_nameservice_props(), "dfs.replication": 1, "dfs.client.use.datanode.hostname": "false",
+        **CLIENT_RETRIES}))
     (client / "log4j.properties").write_text(CLIENT_LOG4J)
     return hashlib.sha256("".join(texts).encode()).hexdigest()
 
@@ -696,6 +717,9 @@ def cmd_restart(args: list[str]) -> int:
     else:
         ensure_active()
         wait_for(lambda: namenode_ready(role), role, 180)
+        # Until the DataNode has reported its blocks to it, a failover to it would find files
+        # without blocks (and `failover` would wait for that).
+        wait_for(datanode_ready, "datanode", 120)
         log(f"{role} is {ha_state(role)}")
     return 0
 
@@ -736,30 +760,60 @@ def cmd_purge_edits(_args: list[str]) -> int:
     if nn is None:
         raise SystemExit(f"devstack: no active NameNode ({states()})")
     before = last_txid(nn)
-    fs = ["-fs", f"hdfs://{HOST}:{NN_RPC[nn]}"]
     admin = "org.apache.hadoop.hdfs.tools.DFSAdmin"
-    _checked(hadoop_tool(admin, [*fs, "-rollEdits"]), "dfsadmin -rollEdits")
-    _checked(hadoop_tool(admin, [*fs, "-safemode", "enter"]), "dfsadmin -safemode enter")
+    _checked(hadoop_tool(admin, ["-fs", f"hdfs://{HOST}:{NN_RPC[nn]}", "-rollEdits"]),
+             "dfsadmin -rollEdits")
+    # On the nameservice, dfsadmin asks every NameNode: the standby, which keeps the segments
+    # it wrote while it was active in its own directory, purges them too, so no NameNode has
+    # the old transactions whichever is made active next.
+    _checked(hadoop_tool(admin, ["-safemode", "enter"]), "dfsadmin -safemode enter")
     try:
-        _checked(hadoop_tool(admin, [*fs, "-saveNamespace"]), "dfsadmin -saveNamespace")
+        _checked(hadoop_tool(admin, ["-saveNamespace"]), "dfsadmin -saveNamespace")
     finally:
-        _checked(hadoop_tool(admin, [*fs, "-safemode", "leave"]), "dfsadmin -safemode leave")
-    first = first_journal_txid()
-    log(f"{nn} checkpointed at txid {before}; the journal now starts at txid {first}")
-    print(json.dumps({"namenode": nn, "checkpoint_txid": before, "first_journal_txid": first}))
+        _checked(hadoop_tool(admin, ["-safemode", "leave"]), "dfsadmin -safemode leave")
+    kept = first_txid(edit_dirs()["jn1"])
+    if kept is not None:
+        for other in NAMENODES:
+            if other != nn:
+                drop_stale_copies(other, kept)
+    first = {where: first_txid(d) for where, d in edit_dirs().items()}
+    log(f"{nn} checkpointed at txid {before}; the first transaction kept: {first}")
+    print(json.dumps({"namenode": nn, "checkpoint_txid": before, "first_txid": first}))
     return 0
 
 
-def first_journal_txid() -> int | None:
-    """The first transaction of the oldest edit segment left on jn1."""
-    current = RUN / "hdfs" / "jn1" / NAMESERVICE / "current"
+def drop_stale_copies(nn: str, kept: int) -> None:
+    """Delete the standby `nn`'s own copies of segments the journal no longer has.
+
+    A NameNode writes a copy of the edit log to its own directory only while it is active, so a
+    standby keeps the segments of its last time as active, with holes where the other one was
+    active; and a standby never purges (Hadoop purges only a log open for writing). Made active,
+    it would serve a transaction the journal purged from that copy and go on past the holes
+    without a word: getEditsFromTxid reads the segments it finds one after the other. What is
+    deleted here is what it would purge at its own next checkpoint as active.
+    """
+    current = edit_dirs()[nn]
+    for f in list(current.glob("edits_*")):
+        m = re.match(r"edits_(\d+)-(\d+)$", f.name) or re.match(r"edits_inprogress_(\d+)()$", f.name)
+        if m and int(m.group(2) or m.group(1)) < kept:
+            f.unlink(missing_ok=True)
+
+
+def edit_dirs() -> dict[str, Path]:
+    """Where edit segments are: each JournalNode's journal and each NameNode's own copy."""
+    data = RUN / "hdfs"
+    dirs = {jn: data / jn / NAMESERVICE / "current" for jn in journalnodes()}
+    dirs.update({nn: data / nn / "name" / "current" for nn in NAMENODES})
+    return dirs
+
+
+def first_txid(current: Path) -> int | None:
+    """The first transaction of the oldest edit segment in `current`."""
     firsts = []
     for f in current.glob("edits_*"):
-        part = f.name.split("_")[1]
-        if part.isdigit():
-            firsts.append(int(part))
-        elif part == "inprogress":
-            firsts.append(int(f.name.split("_")[2]))
+        m = re.match(r"edits_(?:inprogress_)?(\d+)", f.name)
+        if m:
+            firsts.append(int(m.group(1)))
     return min(firsts) if firsts else None
 
 
@@ -817,12 +871,15 @@ def cmd_check(_args: list[str]) -> int:
                    exc.code == 403 and "StandbyException" in text, f"{exc.code} {text[:200]}")
         except OSError as exc:
             report(f"WebHDFS on the standby ({standby}) answers StandbyException", False, str(exc))
+        # The standby reads finalized segments: after a roll it has everything.
+        p = hadoop_tool("org.apache.hadoop.hdfs.tools.DFSAdmin", ["-rollEdits"])
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and (last_txid(standby) or 0) < (last_txid(nn) or 0):
+        while time.monotonic() < deadline and (last_txid(standby) or 0) < (last_txid(nn) or 0) - 1:
             time.sleep(0.2)
         a, s = last_txid(nn), last_txid(standby)
-        report(f"the standby ({standby}) has applied the active's last transaction within 10s",
-               a is not None and s is not None and s >= a, f"active {a}, standby {s}")
+        report(f"the standby ({standby}) has applied the active's transactions within 10s of a roll",
+               p.returncode == 0 and a is not None and s is not None and s >= a - 1,
+               f"active {a}, standby {s}" if p.returncode == 0 else last_line(p))
     p = hadoop_tool(str(HERE / "secure-check" / "EditStream.java"), [], conf="client")
     report(f"edit stream (inotify) through hdfs://{NAMESERVICE} as {ds.USER}, the superuser",
            p.returncode == 0, last_line(p))
