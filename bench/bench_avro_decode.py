@@ -44,8 +44,8 @@ def recompress(null_file: Path, codec: str) -> Path:
     """The same blocks under another codec."""
     import fastavro
 
+    from hdfsread.base import LocalFile
     from hdfswatch.framing import encode_zigzag
-    from hdfswatch.ranged import LocalFile
     from pipeline.encoders.avro import read_block_head
     from pipeline.readers.avro import AvroReader
 
@@ -79,7 +79,7 @@ def timed(fn: Callable[[], int]) -> tuple[int, float, float]:
 
 
 def reader_units(path: Path, max_rows: int) -> int:
-    from hdfswatch.ranged import LocalFile
+    from hdfsread.base import LocalFile
     from pipeline.readers import open_reader
 
     with LocalFile(path) as f:

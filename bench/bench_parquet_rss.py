@@ -36,7 +36,7 @@ def _hwm_kib() -> int:
 def child(url: str, user: str, path: str, max_rows: int) -> None:
     import pyarrow.compute as pc
 
-    from hdfswatch.ranged import WebHdfsFile
+    from hdfsread.webhdfs import WebHdfsFile
     from pipeline.readers import open_reader
 
     base = _hwm_kib()

@@ -345,6 +345,12 @@ class RemoteFile:
         for attempt in range(self._retries + 1):
             try:
                 return call()
+            except ReadRefused:
+                if check_file:
+                    # WebHDFS refuses an offset past the end (HTTP 403) as it refuses a user:
+                    # a file that changed says so first.
+                    self.verify()
+                raise
             except RangedReadError:
                 raise  # already says what it is
             except Exception as exc:

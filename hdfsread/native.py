@@ -48,7 +48,12 @@ from hdfsread.base import (
     first_line,
     inode_path,
 )
-from hdfswatch.errors import AccessControlError, ConfigError
+from hdfswatch.errors import (
+    AccessControlError,
+    ConfigError,
+    FileNotFound,
+    ParentNotDirectoryError,
+)
 from hdfswatch.hadoop_conf import RpcSecurity, conf_dir_from_env, load_hadoop_conf
 from hdfswatch.namenode import FileStatus, NameNodeClient, parse_address
 
@@ -229,7 +234,8 @@ _RETRIABLE_REMOTE = ("StandbyException", "RetriableException", "SafeModeExceptio
 
 def native_failure(exc: Exception, path: str, who: str) -> Failure | None:
     """What an exception raised by hdfs-native (or by the NameNode client's stat) means."""
-    if isinstance(exc, FileNotFoundError | IsADirectoryError):
+    if isinstance(exc, FileNotFoundError | IsADirectoryError | FileNotFound
+                  | ParentNotDirectoryError):
         return Failure(first_line(str(exc)) or "no such file", missing=True)
     if isinstance(exc, NotImplementedError):
         raise UnsupportedFile(path, f"hdfs-native cannot read it ({exc}): read it with "

@@ -32,6 +32,7 @@ from hdfsread.base import (
     ReadRefused,
     RemoteFile,
     Stat,
+    inode_path,
 )
 from hdfswatch.errors import FatalError
 
@@ -270,7 +271,8 @@ class WebHdfsFile(RemoteFile):
     """One HDFS file read by byte ranges over WebHDFS.
 
     A URL gets its own `webhdfs_client` (`ca_file`, `kerberos`, `principal`, `keytab` as
-    there); a client passed in is shared. Transient failures (connection errors, timeouts, 5xx,
+    there); a client passed in is shared. Each read stats the path (one NameNode request) and
+    reads the file by its inode, as the native backend does. Transient failures (connection errors, timeouts, 5xx,
     a standby NameNode) are retried (not what a secure cluster refuses: that is raised at once,
     one line); identity checks, windows and errors as in `RemoteFile`.
     """
@@ -312,7 +314,15 @@ class WebHdfsFile(RemoteFile):
                     file_id=int(status["fileId"]) if "fileId" in status else None)
 
     def _read(self, offset: int, length: int) -> bytes:
-        with self._client.read(self._path, offset=offset, length=length) as reader:
+        # The bytes are read from the inode, so they are the announced file's whatever the path
+        # names by then; the path is checked first, so a file renamed, replaced or deleted
+        # says so at its next read.
+        status = self._stat(self._path)
+        if status is None:
+            raise self._vanished("deleted while it was being read", self._file_id)
+        self._check_status(status)
+        source = inode_path(self._file_id) if self._file_id is not None else self._path
+        with self._client.read(source, offset=offset, length=length) as reader:
             return bytes(reader.read())
 
     def _failure(self, exc: Exception) -> Failure | None:

@@ -92,7 +92,7 @@ class Connection:
                 "keytab": self.keytab if kerberos else None}
 
     def webhdfs_client(self, **kwargs: Any) -> Client:
-        from hdfswatch.ranged import webhdfs_client
+        from hdfsread.webhdfs import webhdfs_client
 
         return webhdfs_client(self.webhdfs_url or "", self.hdfs_user, **self.webhdfs_options(),
                               **kwargs)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from hdfswatch.ranged import RandomAccessFile
+from hdfsread.base import RandomAccessFile
 from pipeline.readers.base import (
     DEFAULT_MAX_ROWS,
     BadMagic,

@@ -25,8 +25,8 @@ from typing import Any
 import fastavro
 import pyarrow as pa
 
+from hdfsread.base import FileIO, RandomAccessFile, RangedReadError
 from hdfswatch.framing import encode_zigzag
-from hdfswatch.ranged import FileIO, RandomAccessFile, RangedReadError
 from pipeline.encoders._native import rows as _rows
 from pipeline.encoders.avro import (
     BLOCK_HEAD_MAX,

@@ -15,8 +15,8 @@ from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 
+from hdfsread.base import RandomAccessFile
 from hdfswatch.errors import PermanentError
-from hdfswatch.ranged import RandomAccessFile
 from pipeline.positions import Position
 
 Format = Literal["parquet", "avro"]

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hdfswatch.ranged import FileIO, RandomAccessFile, RangedReadError
+from hdfsread.base import FileIO, RandomAccessFile, RangedReadError
 from pipeline.positions import ParquetPosition, Position
 from pipeline.readers.base import (
     DEFAULT_MAX_ROWS,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from hdfsread.base import FileChanged, FileMoved, FileVanished, ReadFailed
 from hdfswatch.errors import (
     AccessControlError,
     CallTimeoutError,
@@ -18,7 +19,6 @@ from hdfswatch.errors import (
     TransientError,
     remote_error,
 )
-from hdfswatch.ranged import FileChanged, FileMoved, FileVanished, ReadFailed
 from pipeline.encoders.avro import AvroSchemaError
 from pipeline.encoders.errors import EncodeError
 from pipeline.encoders.keys import KeyColumnError

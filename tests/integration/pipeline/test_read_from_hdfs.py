@@ -1,5 +1,7 @@
-"""Reading real files from the dev stack's HDFS: the same rows as reading them locally, in few
-requests, and clear errors when a file vanishes or changes under the reader."""
+"""Reading real files from the dev stack's HDFS with each backend of the read stack (native:
+hdfs-native over RPC and data transfer; webhdfs): the same rows as reading them locally, in few
+requests, the same typed error for a bad file, and the same clear errors when a file vanishes,
+moves or changes under the reader."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import datetime as dt
 import decimal
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +18,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hdfswatch.ranged import (
+from hdfsread.base import (
     FileChanged,
     FileMoved,
     FileVanished,
     LocalFile,
     RandomAccessFile,
-    WebHdfsFile,
+    RemoteFile,
 )
+from hdfsread.stack import READERS, ReadSettings, ReadStack, open_read_stack
 from pipeline.cli import main
 from pipeline.positions import AvroPosition, ParquetPosition
-from pipeline.readers import open_reader
+from pipeline.readers import ReadError, open_reader
 
 ROWS = 30_000
 
@@ -71,6 +74,23 @@ def hdfs_dir(webhdfs: Any, unique: str) -> Iterator[str]:
     webhdfs.delete(path, recursive=True)
 
 
+@pytest.fixture(params=READERS)
+def stacks(request: pytest.FixtureRequest, stack: Any) -> Iterator[Callable[..., ReadStack]]:
+    """Read stacks of one backend (the test's parameter) on the dev stack, closed afterwards."""
+    made: list[ReadStack] = []
+
+    def make(**settings: Any) -> ReadStack:
+        rs = open_read_stack(ReadSettings(reader=request.param, user=stack.hdfs_user,
+                                          namenodes=(stack.namenode,),
+                                          webhdfs_url=stack.webhdfs_url, **settings))
+        made.append(rs)
+        return rs
+
+    yield make
+    for rs in made:
+        rs.close()
+
+
 def _files(webhdfs: Any, hdfs_dir: str, tmp_path: Path) -> dict[str, tuple[str, Path]]:
     out = {}
     pbuf = io.BytesIO()
@@ -88,81 +108,144 @@ def _rows(file: RandomAccessFile, start: Any = None) -> list[tuple[Any, list[dic
     return [(u.start, u.batch.to_pylist()) for u in reader.units(start, max_rows=3000)]
 
 
-def test_hdfs_gives_the_same_rows_as_the_local_copy(stack: Any, webhdfs: Any, hdfs_dir: str,
+def test_hdfs_gives_the_same_rows_as_the_local_copy(stacks: Callable[..., ReadStack],
+                                                    webhdfs: Any, hdfs_dir: str,
                                                     tmp_path: Path) -> None:
+    rs = stacks()
     for remote, local in _files(webhdfs, hdfs_dir, tmp_path).values():
         with LocalFile(local) as lf:
             expected = _rows(lf)
-        with WebHdfsFile(stack.webhdfs_url, remote, stack.hdfs_user) as f:
+        status = webhdfs.status(remote)
+        with rs.open(remote, expected_size=status["length"],
+                     expected_file_id=status["fileId"]) as f:
             got = _rows(f)
             # Read-ahead and pyarrow's coalescing keep requests far below one per unit/column.
             assert f.requests <= 12, f.requests
         assert got == expected
         assert sum(len(rows) for _, rows in got) == ROWS
-        # Resuming from a middle position on HDFS gives the remaining rows.
-        middle = got[len(got) // 2][0]
-        assert isinstance(middle, ParquetPosition | AvroPosition)
-        with WebHdfsFile(stack.webhdfs_url, remote, stack.hdfs_user) as f:
-            assert _rows(f, middle) == expected[len(got) // 2:]
+        # Resuming from every position on HDFS gives the remaining rows.
+        for i in (1, len(got) // 2, len(got) - 1):
+            middle = got[i][0]
+            assert isinstance(middle, ParquetPosition | AvroPosition)
+            with rs.open(remote) as f:
+                assert _rows(f, middle) == expected[i:]
 
 
-def test_expected_identity_is_checked(stack: Any, webhdfs: Any, hdfs_dir: str) -> None:
+def _bad_files() -> dict[str, bytes]:
+    """Broken files, one of each kind the readers tell apart."""
+    pbuf = io.BytesIO()
+    pq.write_table(_table().slice(0, 2000), pbuf, row_group_size=500)
+    parquet = pbuf.getvalue()
+    footer = bytearray(parquet)
+    n = int.from_bytes(footer[-8:-4], "little")
+    footer[len(footer) - 8 - n:len(footer) - 8 - n // 2] = b"\x17" * (n - n // 2)
+    avro = _avro()
+    sync = bytearray(avro)
+    sync[len(avro) // 2:len(avro) // 2 + 64] = b"\0" * 64  # inside a block: its marker or data
+    return {"empty.parquet": b"", "csv.parquet": b"id,name\n1,a\n",
+            "truncated.parquet": parquet[:len(parquet) // 2], "footer.parquet": bytes(footer),
+            "avro.parquet": avro, "truncated.avro": avro[:len(avro) // 3],
+            "damaged.avro": bytes(sync)}
+
+
+def _error(file: RandomAccessFile) -> ReadError:
+    fmt = "parquet" if file.path.endswith(".parquet") else "avro"
+    with pytest.raises(ReadError) as info:
+        for _ in open_reader(file, fmt).units(max_rows=1000):
+            pass
+    return info.value
+
+
+def test_bad_files_fail_the_same_way_as_local_copies(stacks: Callable[..., ReadStack],
+                                                    webhdfs: Any, hdfs_dir: str,
+                                                    tmp_path: Path) -> None:
+    rs = stacks()
+    for name, data in _bad_files().items():
+        local = tmp_path / name
+        local.write_bytes(data)
+        webhdfs.write(f"{hdfs_dir}/{name}", data, overwrite=True)
+        with LocalFile(local) as lf:
+            expected = _error(lf)
+        with rs.open(f"{hdfs_dir}/{name}", expected_size=len(data)) as f:
+            got = _error(f)
+        assert (type(got), got.position, got.reason) == \
+            (type(expected), expected.position, expected.reason), name
+
+
+def test_expected_identity_is_checked(stacks: Callable[..., ReadStack], webhdfs: Any,
+                                      hdfs_dir: str) -> None:
+    rs = stacks()
     path = f"{hdfs_dir}/x.parquet"
     webhdfs.write(path, b"PAR1" + b"\0" * 100 + b"PAR1")
     status = webhdfs.status(path)
-    with WebHdfsFile(webhdfs, path, expected_size=108, expected_file_id=status["fileId"]) as f:
+    with rs.open(path, expected_size=108, expected_file_id=status["fileId"]) as f:
         assert f.size == 108
+        assert f.read_at(100, 20) == b"\0" * 4 + b"PAR1"
     with pytest.raises(FileChanged, match="length"):
-        WebHdfsFile(webhdfs, path, expected_size=5000)
+        rs.open(path, expected_size=5000)
     with pytest.raises(FileChanged, match="fileId"):
-        WebHdfsFile(webhdfs, path, expected_file_id=status["fileId"] + 10**12)  # no such inode
+        rs.open(path, expected_file_id=status["fileId"] + 10**12)  # no such inode
     with pytest.raises(FileVanished):
-        WebHdfsFile(webhdfs, f"{hdfs_dir}/missing.parquet")
+        rs.open(f"{hdfs_dir}/missing.parquet")
+    with pytest.raises(FileVanished, match="not a file"):
+        rs.open(hdfs_dir)
 
 
-def test_file_deleted_or_replaced_while_reading(stack: Any, webhdfs: Any, hdfs_dir: str) -> None:
+def test_file_deleted_or_replaced_while_reading(stacks: Callable[..., ReadStack], webhdfs: Any,
+                                                hdfs_dir: str) -> None:
+    rs = stacks(read_ahead=1024)
     path = f"{hdfs_dir}/big.bin"
     webhdfs.write(path, b"x" * 3_000_000)
-    f = WebHdfsFile(webhdfs, path, read_ahead=1024)
+    f = rs.open(path)
     assert f.read_at(0, 10) == b"x" * 10
     webhdfs.write(path, b"y" * 1000, overwrite=True)  # replaced: shorter, new fileId
     with pytest.raises(FileChanged):
         f.read_at(2_000_000, 10)
-    f2 = WebHdfsFile(webhdfs, path)
+    f2 = rs.open(path)
+    assert isinstance(f2, RemoteFile)
     webhdfs.write(path, b"z" * 1000, overwrite=True)  # same length, new inode
     with pytest.raises(FileChanged, match="fileId"):
         f2.verify()
+    with pytest.raises(FileChanged, match="fileId"):
+        f2.read_at(0, 10)  # never the new file's bytes under the old file's name
     webhdfs.delete(path)
     with pytest.raises(FileVanished):
         f2.read_at(500, 10)
 
 
+@pytest.mark.parametrize("reader", READERS)
 def test_cat_reads_from_hdfs_with_the_devstack_environment(
-        stack: Any, webhdfs: Any, hdfs_dir: str, tmp_path: Path,
+        stack: Any, webhdfs: Any, hdfs_dir: str, tmp_path: Path, reader: str,
         capsys: pytest.CaptureFixture[str]) -> None:
     files = _files(webhdfs, hdfs_dir, tmp_path)
     remote, _ = files["t.parquet"]
-    assert main(["cat", remote, "--from", "rg:2/6998", "--limit", "3", "--key", "id"]) == 0
+    assert main(["cat", remote, "--reader", reader, "--from", "rg:2/6998", "--limit", "3",
+                 "--key", "id"]) == 0
     out, err = capsys.readouterr()
     lines = [json.loads(line) for line in out.splitlines()]
     assert [ln["position"] for ln in lines] == ["rg:2/6998", "rg:2/6999", "rg:3/0"]
     assert [ln["value"]["id"] for ln in lines] == [20998, 20999, 21000]
     assert json.loads(err.splitlines()[-1])["next"] == "rg:3/1"
+    # The config's reader, and only what that reader needs: no WebHDFS URL for native.
     config = tmp_path / "h.toml"
-    config.write_text(f'[hdfs]\nwebhdfs = "{stack.webhdfs_url}"\nuser = "{stack.hdfs_user}"\n')
+    where = (f'namenodes = ["{stack.namenode}"]' if reader == "native"
+             else f'webhdfs = "{stack.webhdfs_url}"')
+    config.write_text(f'[hdfs]\nreader = "{reader}"\n{where}\nuser = "{stack.hdfs_user}"\n')
     remote, _ = files["t.avro"]
     assert main(["cat", remote, "--config", str(config), "--limit", "2"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [ln["value"]["id"] for ln in lines] == [0, 1]
 
 
-def test_a_file_renamed_while_read_is_told_from_one_deleted(stack: Any, webhdfs: Any, hdfs_dir: str) -> None:
+def test_a_file_renamed_while_read_is_told_from_one_deleted(stacks: Callable[..., ReadStack],
+                                                            webhdfs: Any, hdfs_dir: str) -> None:
     """A rename keeps the inode: the reader says where to look (FileMoved, with the inode id),
     and the file reads on from its new path; a deleted file is just gone."""
+    rs = stacks(read_ahead=1024)
     path, moved = f"{hdfs_dir}/a/f.bin", f"{hdfs_dir}/b/f.bin"
     webhdfs.write(path, b"x" * 2_000_000 + b"y" * 1_000_000)
     file_id = webhdfs.status(path)["fileId"]
-    f = WebHdfsFile(webhdfs, path, expected_size=3_000_000, expected_file_id=file_id, read_ahead=1024)
+    f = rs.open(path, expected_size=3_000_000, expected_file_id=file_id)
     assert f.read_at(0, 10) == b"x" * 10
     webhdfs.makedirs(f"{hdfs_dir}/b")
     webhdfs.rename(path, moved)
@@ -171,13 +254,13 @@ def test_a_file_renamed_while_read_is_told_from_one_deleted(stack: Any, webhdfs:
     assert info.value.file_id == file_id
     # Opened again by its old path (a restart): moved, also when the name is taken by another file.
     with pytest.raises(FileMoved):
-        WebHdfsFile(webhdfs, path, expected_size=3_000_000, expected_file_id=file_id)
+        rs.open(path, expected_size=3_000_000, expected_file_id=file_id)
     webhdfs.write(path, b"z" * 3_000_000)
     with pytest.raises(FileMoved):
-        WebHdfsFile(webhdfs, path, expected_size=3_000_000, expected_file_id=file_id)
-    with WebHdfsFile(webhdfs, moved, expected_size=3_000_000, expected_file_id=file_id) as g:
+        rs.open(path, expected_size=3_000_000, expected_file_id=file_id)
+    with rs.open(moved, expected_size=3_000_000, expected_file_id=file_id) as g:
         assert g.read_at(2_500_000, 3) == b"yyy"
     webhdfs.delete(moved)
     with pytest.raises(FileVanished) as gone:
-        WebHdfsFile(webhdfs, moved, expected_size=3_000_000, expected_file_id=file_id)
+        rs.open(moved, expected_size=3_000_000, expected_file_id=file_id)
     assert not isinstance(gone.value, FileMoved)

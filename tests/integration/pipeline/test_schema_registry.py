@@ -153,7 +153,7 @@ async def test_a_sources_avro_encoder_for_real_files(stack, unique, tmp_path, ki
 
     import pyarrow.parquet as pq
 
-    from hdfswatch.ranged import LocalFile
+    from hdfsread.base import LocalFile
     from pipeline.encoders import avro_value_encoder
     from pipeline.readers import open_reader
 

@@ -25,8 +25,7 @@ import pytest
 import requests
 
 from demo.sample_data import avro_bytes, parquet_bytes, rows_for
-from hdfswatch.errors import FatalError, KerberosCredentialsError, TransientError
-from hdfswatch.ranged import (
+from hdfsread.webhdfs import (
     UntrustedCertificate,
     WebHdfsCredentialsError,
     WebHdfsFile,
@@ -34,6 +33,7 @@ from hdfswatch.ranged import (
     WebHdfsRefused,
     webhdfs_client,
 )
+from hdfswatch.errors import FatalError, KerberosCredentialsError, TransientError
 from pipeline.readers import open_reader
 
 ROOT = Path(__file__).resolve().parents[3]

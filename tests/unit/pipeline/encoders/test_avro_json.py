@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hdfswatch.ranged import LocalFile
+from hdfsread.base import LocalFile
 from pipeline.encoders.avro import AvroBlockEncoder
 from pipeline.encoders.json import JsonEncoder, JsonOptions
 from pipeline.encoders.keys import KeyEncoder

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 from reader_samples import AVRO_SCHEMA, avro_bytes, avro_records, normalise, write
 
-from hdfswatch.ranged import LocalFile
+from hdfsread.base import LocalFile
 from pipeline.positions import AvroPosition, ParquetPosition
 from pipeline.readers import BadPosition, open_reader
 from pipeline.readers.avro import AvroReader

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 from reader_samples import avro_bytes, write
 
-from hdfswatch.ranged import LocalFile
+from hdfsread.base import LocalFile
 from pipeline.encoders.avro_json import AVRO_JSON_KEY
 from pipeline.readers import CorruptFile, open_reader
 

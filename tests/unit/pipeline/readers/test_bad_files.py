@@ -10,7 +10,7 @@ import fastavro
 import pytest
 from reader_samples import arrow_table, avro_bytes, avro_records, parquet_bytes, write
 
-from hdfswatch.ranged import LocalFile
+from hdfsread.base import LocalFile
 from pipeline.positions import AvroPosition
 from pipeline.readers import (
     BadMagic,

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 from reader_samples import arrow_table, parquet_bytes, write
 
-from hdfswatch.ranged import LocalFile
+from hdfsread.base import LocalFile
 from pipeline.positions import AvroPosition, ParquetPosition
 from pipeline.readers import BadPosition, open_reader
 from pipeline.readers.parquet import ParquetReader

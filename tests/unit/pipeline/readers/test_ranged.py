@@ -15,7 +15,8 @@ import requests
 from hdfs.util import HdfsError
 from reader_samples import arrow_table, avro_bytes, avro_records, parquet_bytes, write
 
-from hdfswatch.ranged import FileChanged, FileIO, FileVanished, LocalFile, ReadFailed, WebHdfsFile
+from hdfsread.base import FileChanged, FileIO, FileVanished, LocalFile, ReadFailed
+from hdfsread.webhdfs import WebHdfsFile
 from pipeline.readers import open_reader
 
 
