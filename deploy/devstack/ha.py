@@ -9,7 +9,7 @@ the secure stacks:
                                bootstrapStandby nn2 (first time), the servers, one NameNode made
                                active; then the plain stack's Kafka and registry (see below);
                                idempotent
-    devstack env --ha          `export` lines a client needs (see env_lines)
+    devstack env --ha [--json] `export` lines a client needs (see env_lines), or a JSON object
     devstack status --ha       each process, its memory, which NameNode is active, each one's
                                last transaction id
     devstack logs --ha [nn1|nn2|jn1|jn2|jn3|datanode] [-n LINES]
@@ -20,10 +20,11 @@ the secure stacks:
                                it works whether FROM is active, standby or dead (SIGKILLed)
     devstack kill-active [--ha]   SIGKILL the active NameNode's process (prints its id); the
                                standby stays standby until `failover`
-    devstack purge-edits [--ha]   on the active: roll the edit log, save the namespace (in safe
-                               mode) so it purges the segments before the new checkpoint, from
-                               its own directory and from the JournalNodes: a client asking for
-                               a transaction from before that gets a gap
+    devstack purge-edits [--ha]   roll the active's edit log, save the namespace (in safe mode)
+                               so the active purges the segments before the new checkpoint from
+                               the JournalNodes and its own directory; the standby's old copies
+                               go too: whichever NameNode is active, a client asking for a
+                               transaction from before gets a gap (a reply starting later)
     devstack hdfs --ha dfs|dfsadmin|haadmin|getconf ARGS...   Hadoop's client on the nameservice
     devstack check --ha        try what the stack promises, one line per check
     devstack down --ha         stop only what the HA stack started
@@ -35,9 +36,9 @@ Why it is built this way:
   and a failover happens exactly when a test asks for it. A NameNode always starts standby, so
   `up` and `restart` make one active when none is (the one recorded in `active`, else nn1).
 - One JournalNode by default: the NameNodes speak the same quorum journal protocol to one as to
-  three (epochs, recovery of the unfinished segment at a failover, in-progress tailing), which
-  is what a client of the NameNodes can observe; three cost two more JVMs (about 150 MiB each)
-  and start-up time on a small machine for nothing a client sees. DEVSTACK_HA_JOURNALNODES=3
+  three (epochs, recovery of the unfinished segment at a failover), which is what a client of
+  the NameNodes can observe; three cost two more JVMs (about 130 MiB each) and start-up time on
+  a small machine for nothing a client sees. DEVSTACK_HA_JOURNALNODES=3
   gives three (a quorum of two), e.g. to stop one JournalNode in a test.
 - The standby looks for new segments in the journal every 500 ms and reads finalized ones only
   (Hadoop's default, dfs.ha.tail-edits.in-progress=false): with in-progress tailing the
@@ -71,6 +72,7 @@ Settings (environment), besides the plain stack's DEVSTACK_HOME, DEVSTACK_LIB an
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -85,6 +87,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
@@ -154,7 +157,7 @@ def _settings() -> None:
     HDFS_SITE = _parse_site(site) if site is not None else dict(prev.get("hdfs_site") or {})
 
 
-def applied() -> dict[str, object]:
+def applied() -> dict[str, Any]:
     try:
         return dict(json.loads((RUN / "settings.json").read_text()))
     except (FileNotFoundError, ValueError):
@@ -563,11 +566,16 @@ def failover(to: str | None = None) -> tuple[str | None, str, float]:
     return source, to, took
 
 
+def answering(nn: str) -> tuple[bool, str]:
+    state = ha_state(nn)
+    return state in ("active", "standby"), f"{nn} {state}"
+
+
 def ensure_active() -> None:
     """A NameNode always starts standby: make one active when none is."""
     for nn in NAMENODES:
         if ds.running_pid(nn):
-            wait_for(lambda nn=nn: (ha_state(nn) in ("active", "standby"), f"{nn} starting"), nn, 180)
+            wait_for(functools.partial(answering, nn), nn, 180)
     if active() is None:
         failover(None)
 
@@ -603,7 +611,7 @@ def _up() -> int:
     for jn in journalnodes():
         start_journalnode(jn)
     for jn in journalnodes():
-        wait_for(lambda jn=jn: journalnode_ready(jn), jn, 120)
+        wait_for(functools.partial(journalnode_ready, jn), jn, 120)
     start_namenode("nn1")
     start_namenode("nn2")
     start_datanode()
@@ -648,7 +656,16 @@ def env_lines() -> list[str]:
     ]
 
 
-def cmd_env(_args: list[str]) -> int:
+def cmd_env(args: list[str]) -> int:
+    """`export` lines for a shell (eval); with --json, one object of the same names and values,
+    for a program (WEBHDFS_URL's ';' needs the shell's quotes)."""
+    if "--json" in args:
+        import shlex
+
+        pairs = (shlex.split(line.removeprefix("export "))[0].partition("=")
+                 for line in env_lines() if line.startswith("export "))
+        print(json.dumps({k: v for k, _, v in pairs}, indent=1))
+        return 0
     print("\n".join(env_lines()))
     return 0
 
