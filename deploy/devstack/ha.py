@@ -897,11 +897,21 @@ def cmd_check(_args: list[str]) -> int:
         report(f"the standby ({standby}) has applied the active's transactions within 10s of a roll",
                p.returncode == 0 and a is not None and s is not None and s >= a - 1,
                f"active {a}, standby {s}" if p.returncode == 0 else last_line(p))
-    p = hadoop_tool(str(HERE / "secure-check" / "EditStream.java"), [], conf="client")
-    report(f"edit stream (inotify) through hdfs://{NAMESERVICE} as {ds.USER}, the superuser",
-           p.returncode == 0, last_line(p))
+    p = hadoop_tool(str(HERE / "ha-check" / "EditStream.java"), [f"{path}-inotify"], conf="client")
+    report(f"edit stream (inotify) through hdfs://{NAMESERVICE} as {ds.USER}, the superuser: "
+           "a new file's create", p.returncode == 0, last_line(p))
     ok, why = datanode_ready()
     report("the DataNode is live on both NameNodes", ok, why)
+    if nn is not None and standby is not None:
+        try:
+            before = last_txid(nn) or 0
+            _, _, there = failover(standby)
+            after = last_txid(standby) or 0
+            _, _, back = failover(nn)
+            report(f"failover {nn} -> {standby} ({there:.1f}s) and back ({back:.1f}s), the "
+                   "transaction ids going on", after > before, f"txid {before} then {after}")
+        except SystemExit as exc:
+            report(f"failover {nn} -> {standby} and back", False, str(exc))
     hadoop_tool("org.apache.hadoop.fs.FsShell", ["-rm", "-skipTrash", path], conf="client")
     print(f"{'all checks passed' if not failed else f'{len(failed)} failed'}")
     return 1 if failed else 0
