@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 DEVSTACK := deploy/devstack/devstack
 
-.PHONY: demo test unit soak stack secure-stack tools down lint types bench
+.PHONY: demo test unit soak stack secure-stack ha-stack tools down lint types bench
 
 $(VENV)/.installed: pyproject.toml pipeline/encoders/_rows.c
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,12 @@ tools:
 demo: $(VENV)/.installed stack
 	eval "$$($(DEVSTACK) env)" && $(VENV)/bin/hdfs2kafka demo
 
-## Every test: unit tests, then integration tests against the real HDFS and Kafka, plain and Kerberized.
-test: $(VENV)/.installed tools stack secure-stack
+## HDFS with NameNode HA beside the plain stack (nameservice hdfs2kafka-ha; Kafka is the plain one's).
+ha-stack: stack
+	$(DEVSTACK) up --ha
+
+## Every test: unit tests, then integration tests against the real HDFS and Kafka, plain, Kerberized and HA.
+test: $(VENV)/.installed tools stack secure-stack ha-stack
 	eval "$$($(DEVSTACK) env)" && $(VENV)/bin/pytest
 
 unit: $(VENV)/.installed
@@ -48,3 +52,4 @@ types: $(VENV)/.installed
 down:
 	$(DEVSTACK) down
 	$(DEVSTACK) down --secure
+	$(DEVSTACK) down --ha
