@@ -39,7 +39,8 @@ def put(webhdfs: Any, path: str, data: bytes) -> None:
 
 
 def write_config(tmp: Path, stack: Any, *, instance_id: str, ledger_topic: str,
-                 sources: list[dict[str, Any]], http_port: int = 0, **daemon: Any) -> Path:
+                 sources: list[dict[str, Any]], http_port: int = 0,
+                 hdfs: dict[str, Any] | None = None, **daemon: Any) -> Path:
     lines = ["[daemon]", f'instance_id = "{instance_id}"']
     lines.append(f'http = "127.0.0.1:{http_port or free_port()}"')
     lines.append('log_level = "info"')
@@ -49,7 +50,8 @@ def write_config(tmp: Path, stack: Any, *, instance_id: str, ledger_topic: str,
     sections: dict[str, dict[str, Any]] = getattr(stack, "sections", lambda: {})()
     lines += ["", "[hdfs]", f'namenodes = ["{stack.namenode}"]', f'webhdfs = "{stack.webhdfs_url}"',
               f'user = "{stack.hdfs_user}"']
-    lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in sections.get("hdfs", {}).items()]
+    lines += [f"{toml_key(k)} = {toml_value(v)}"
+              for k, v in {**sections.get("hdfs", {}), **(hdfs or {})}.items()]
     lines += ["", "[kafka]", f'bootstrap = "{stack.kafka_bootstrap}"', f'ledger_topic = "{ledger_topic}"']
     lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in sections.get("kafka", {}).items()]
     registry = getattr(stack, "schema_registry_url", None)
