@@ -170,6 +170,8 @@ def main() -> int:
     ap.add_argument("--row-group-rows", type=int, default=65_536)
     ap.add_argument("--daemon", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--kafka", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--hdfs", action="append", default=[], metavar="KEY=VALUE",
+                    help="[hdfs] settings, e.g. reader=webhdfs")
     ap.add_argument("--skip-ceiling", action="store_true")
     ap.add_argument("--ceiling-props", default="batch.size=524288 linger.ms=5",
                     help="a second ProducerPerformance run with these producer settings (the daemon's "
@@ -215,14 +217,16 @@ def main() -> int:
         port = free_port()
         lines = ["[daemon]", f'instance_id = "bench-{run}"', f'http = "127.0.0.1:{port}"', 'log_level = "info"']
         lines += [f"{k} = {toml_value(v)}" for k, v in (kv.split("=", 1) for kv in args.daemon)]
-        lines += ["", "[hdfs]", f'namenodes = ["{namenode}"]', f'webhdfs = "{webhdfs}"', f'user = "{user}"',
-                  "", "[kafka]", f'bootstrap = "{bootstrap}"', f'ledger_topic = "{ledger}"']
+        lines += ["", "[hdfs]", f'namenodes = ["{namenode}"]', f'webhdfs = "{webhdfs}"', f'user = "{user}"']
+        lines += [f"{k} = {toml_value(v)}" for k, v in (kv.split("=", 1) for kv in args.hdfs)]
+        lines += ["", "[kafka]", f'bootstrap = "{bootstrap}"', f'ledger_topic = "{ledger}"']
         lines += [f'"{k}" = {toml_value(v)}' for k, v in (kv.split("=", 1) for kv in args.kafka)]
         lines += ["", "[[sources]]", 'name = "bench"', f'path = "{hdfs_dir}"', f'topic = "{topic}"',
                   'format = "parquet"', 'start_from = "earliest"']
         config = tmp / "daemon.toml"
         config.write_text("\n".join(lines) + "\n")
-        print("daemon settings: " + (", ".join(args.daemon + args.kafka) or "defaults"), flush=True)
+        print("daemon settings: " + (", ".join(args.daemon + args.hdfs + args.kafka) or "defaults"),
+              flush=True)
 
         log_path = tmp / "daemon.log"
         cmd = [sys.executable, "-m", "pipeline.cli", "run", "--config", str(config)]
