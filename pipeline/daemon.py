@@ -186,7 +186,7 @@ class Daemon:
                     delay = backoff.next_delay()
                     log.error("flow failed; recovering from the ledger", error=str(exc),
                               error_type=type(exc).__name__, retry_in_s=round(delay, 2),
-                              exc_info=not isinstance(exc, CommitterError | OSError))
+                              exc_info=not _explained(exc))
                     self.ready = False
                     try:
                         await asyncio.wait_for(self.stopping.wait(), delay)
@@ -616,6 +616,16 @@ def uses_kerberos(config: config_mod.Config, rpc_security: Any) -> bool:
     """Whether any connection of the daemon authenticates with Kerberos."""
     return bool(config.kerberos.keytab or config.kerberos.principal or rpc_security.kerberos
                 or config.kafka.client.get("sasl_mechanism") == "GSSAPI")
+
+
+def _explained(exc: BaseException) -> bool:
+    """An error whose message says what happened (a typed error of ours, a Kafka or network
+    error): logged as one line, without a traceback."""
+    from aiokafka.errors import KafkaError
+
+    from hdfswatch.errors import HdfsWatchError, TransientError
+
+    return isinstance(exc, CommitterError | OSError | TransientError | KafkaError | HdfsWatchError)
 
 
 def _fatal(exc: BaseException) -> bool:

@@ -11,7 +11,7 @@ import orjson
 
 from pipeline.config import KafkaConfig
 from pipeline.kafka import errors as kafka_errors
-from pipeline.kafka.client import admin_client, committed_consumer, start_client
+from pipeline.kafka.client import admin_client, committed_consumer, kafka_identity, start_client
 from pipeline.kafka.errors import CommitterError, Fenced
 from pipeline.ledger import Keys, LedgerError, LedgerState
 
@@ -24,7 +24,8 @@ LEDGER_TOPIC_CONFIG = {
     "delete.retention.ms": str(24 * 60 * 60 * 1000),
     "min.compaction.lag.ms": "0",
 }
-TOPIC_ALREADY_EXISTS = 36  # Kafka's error code
+TOPIC_ALREADY_EXISTS = 36  # Kafka's error codes
+TOPIC_AUTHORIZATION_FAILED = 29
 
 
 async def ensure_ledger_topic(kafka: KafkaConfig) -> None:
@@ -46,6 +47,12 @@ async def ensure_ledger_topic(kafka: KafkaConfig) -> None:
             for _, code, *_rest in getattr(resp, "topic_errors", []):
                 if code == TOPIC_ALREADY_EXISTS:
                     raise TopicAlreadyExistsError
+                if code == TOPIC_AUTHORIZATION_FAILED:
+                    from aiokafka.errors import TopicAuthorizationFailedError
+
+                    raise LedgerError("cannot create ledger topic: " + kafka_errors.acl_message(
+                        TopicAuthorizationFailedError(topic), kafka_identity(admin),
+                        bootstrap=kafka.bootstrap, operation="Create", resources=(topic,)))
                 if code != 0:
                     raise LedgerError(f"cannot create ledger topic {topic!r}: error code {code}")
             return

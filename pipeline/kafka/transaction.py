@@ -342,13 +342,13 @@ class TransactionBuilder:
         return CommitterError(f"transaction send failed: {describe(exc)}"), True
 
     def failure(self, exc: BaseException, what: str, *, refused_by: tuple[int, str] | None = None,
-                refused_topics: bool = False, background: BaseException | None = None,
+                background: BaseException | None = None,
                 timeout_s: float | None = None) -> tuple[CommitterError, bool]:
         """The error to end the committer with after `what` raised `exc`, and whether to abort.
 
-        `refused_by`: the file whose send raised; `refused_topics`: a topic authorization error
-        names topics, and the files of this transaction sent to them are the ones refused;
-        `background`: the error that ended the transaction in the background, if any."""
+        `refused_by`: the file whose send raised; `background`: the error that ended the
+        transaction in the background, if any. (A topic without an ACL refuses no file: the
+        ACL may come, so the transaction is retried.)"""
         if kafka_errors.is_fenced(exc) or (background is not None and kafka_errors.is_fenced(background)):
             # No abort: the epoch is gone; the next producer ends the transaction.
             return Fenced(f"producer fenced during {what} ({describe(exc)}): another instance with "
@@ -362,12 +362,6 @@ class TransactionBuilder:
             file_id, source = refused_by
             return RecordsRefused(f"{what} refused: {describe(exc)}",
                                   {file_id: (source, f"Kafka refused its records: {describe(exc)}")}), True
-        if refused_topics and "TopicAuthorizationFailedError" in kafka_errors.names(exc):
-            topics = exc.args[0] if exc.args and isinstance(exc.args[0], set | frozenset) else set()
-            files = {s.file_id: (s.source or "", f"Kafka refused its records: {describe(exc)}")
-                     for s in self.sends if s.file_id is not None and s.topic in topics}
-            if files:
-                return RecordsRefused(f"{what} refused: {describe(exc)}", files), True
         return CommitterError(f"transaction {what} failed: {describe(exc)}"), True
 
     def record_too_large(self, run: Run, nbytes: int) -> RecordsRefused:
