@@ -5,7 +5,15 @@ active. A `StandbyException`, a refused or lost connection or a call timeout mov
 next address; after a full round without success it backs off (exponentially, bounded) and
 tries again until `retry_for` seconds have passed. Calls are only repeated when that is safe:
 every read-only method here is idempotent, and a call that failed before it was sent is always
-retried.
+retried. A call is repeated whole: the reply of a call given up on is never handed out, so a
+repeated `getEditsFromTxid` cannot deliver a transaction twice.
+
+During a failover every NameNode answers at once (a standby says so, a killed one refuses the
+connection): such rounds back off to at most `failover_backoff_max` (0.5 s), so the new active
+is found within that of answering; rounds that cost time (connect or call timeouts) back off to
+`backoff_max`. `active` is the NameNode that answered last and `active_changes` counts how
+often that changed (a failover as the client saw it; `failovers` counts every move between
+addresses, standbys tried on the way included).
 
 Authentication follows `hadoop_conf.RpcSecurity` (by default from `$HADOOP_CONF_DIR`): SIMPLE,
 or Kerberos over SASL (`hdfswatch.kerberos`) with the protection `hadoop.rpc.protection` asks.
@@ -17,7 +25,7 @@ import asyncio
 import getpass
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
@@ -165,9 +173,11 @@ class NameNodeClient:
     def __init__(self, addresses: Sequence[str], user: str | None = None, *,
                  connect_timeout: float = 5.0, call_timeout: float = 60.0,
                  retry_for: float | None = 120.0, backoff_initial: float = 0.05,
-                 backoff_max: float = 5.0, auth: Authenticator | None = None,
+                 backoff_max: float = 5.0, failover_backoff_max: float = 0.5,
+                 auth: Authenticator | None = None,
                  security: RpcSecurity | None = None,
-                 max_frame: int = DEFAULT_MAX_FRAME) -> None:
+                 max_frame: int = DEFAULT_MAX_FRAME,
+                 names: Mapping[str, str] | None = None) -> None:
         if isinstance(addresses, str):
             addresses = [a for a in addresses.split(",") if a.strip()]
         if not addresses:
@@ -188,6 +198,9 @@ class NameNodeClient:
         self.retry_for = retry_for
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.failover_backoff_max = failover_backoff_max
+        self.names: dict[str, str] = dict(names or {})
+        """HA ids by address ("127.0.0.1:8020" -> "nn1"), when the configuration names them."""
         self._max_frame = max_frame
         self._index = 0
         self._conn: IpcConnection | None = None
@@ -197,6 +210,13 @@ class NameNodeClient:
         """Moves to another NameNode address."""
         self.connects = 0
         """Connections opened (the first one, and every reconnect)."""
+        self.active: str | None = None
+        """The address of the NameNode that answered the last call (None before any answer)."""
+        self.active_since_unix: float | None = None
+        """When `active` last changed (Unix time)."""
+        self.active_changes = 0
+        """Times the NameNode answering calls changed: failovers as this client saw them."""
+        self._last_retry_log = 0.0
         self._located_info = True
 
     @classmethod
@@ -210,6 +230,7 @@ class NameNodeClient:
         conf = load_hadoop_conf(conf_dir, nameservice=nameservice)
         if kwargs.get("auth") is None and kwargs.get("security") is None:
             kwargs["security"] = conf.rpc_security
+        kwargs.setdefault("names", {nn.rpc: nn.id for nn in conf.namenodes if nn.id})
         return cls(conf.rpc_addresses, user, **kwargs)
 
     # ---------------------------------------------------------------- lifecycle
@@ -238,6 +259,21 @@ class NameNodeClient:
     def active_address(self) -> str:
         """The address calls currently go to."""
         return self.addresses[self._index]
+
+    def name_of(self, address: str | None) -> str | None:
+        """The HA id of the NameNode at `address` ("nn1"), when the configuration names it."""
+        return self.names.get(address) if address is not None else None
+
+    def _answered(self, address: str) -> None:
+        if address == self.active:
+            return
+        previous = self.active
+        self.active = address
+        self.active_since_unix = time.time()
+        if previous is not None:
+            self.active_changes += 1
+            log.info("namenode.failover", active=address, namenode=self.name_of(address),
+                     previous=previous, failovers=self.active_changes)
 
     # ---------------------------------------------------------------- calls
 
@@ -283,6 +319,7 @@ class NameNodeClient:
         deadline = None if self.retry_for is None else time.monotonic() + self.retry_for
         backoff = Backoff(self.backoff_initial, max(self.backoff_initial, self.backoff_max))
         tried_in_round = 0
+        quick_round = True  # every NameNode of the round answered at once (a failover)
         attempts: dict[str, str] = {}
         timeout = self.call_timeout if reply_timeout is None else reply_timeout
         while True:
@@ -290,11 +327,14 @@ class NameNodeClient:
             index = self._index
             address = self.addresses[index]
             sent = False
+            started = time.monotonic()
             try:
                 conn = await self._connection()
                 sent = True
-                return await conn.call_raw(method, request, reply_timeout=timeout,
-                                           user=self.user)
+                payload = await conn.call_raw(method, request, reply_timeout=timeout,
+                                              user=self.user)
+                self._answered(address)
+                return payload
             except StandbyError as exc:
                 attempts[address] = "standby"
                 await self._drop(conn, index, advance=True)
@@ -310,6 +350,9 @@ class NameNodeClient:
                     raise
             if self._closed:
                 raise ConnectionLostError("NameNode client is closed") from last
+            # A standby's answer or a refused connection costs nothing: the next round may come
+            # soon. Anything that took a while (a timeout) backs off fully.
+            quick_round = quick_round and time.monotonic() - started < 0.5
             tried_in_round += 1
             if tried_in_round < len(self.addresses) and not isinstance(last, RetriableRemoteError):
                 continue  # try the next NameNode right away
@@ -321,10 +364,16 @@ class NameNodeClient:
                     f"{method}: no active NameNode answered within {self.retry_for:g}s "
                     f"({detail})", attempts) from last
             sleep = backoff.next_delay()
+            if quick_round:
+                sleep = min(sleep, self.failover_backoff_max)
+            quick_round = True
             if deadline is not None:
                 sleep = min(sleep, max(0.0, deadline - now))
-            log.info("namenode.retry", method=method, address=address, error=str(last),
-                     delay_s=round(sleep, 3))
+            if backoff.attempts == 1 or now - self._last_retry_log >= 10.0:
+                # Once per call, then every 10 s: a long failover is not a line per round.
+                self._last_retry_log = now
+                log.info("namenode.retry", method=method, address=address, error=str(last),
+                         delay_s=round(sleep, 3), attempts=backoff.attempts)
             await asyncio.sleep(sleep)
 
     async def call(self, method: str, request: Message, response: type[M], *,

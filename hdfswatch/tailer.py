@@ -11,7 +11,16 @@ Guarantees:
   resuming with `start_txid=last_txid + 1` (`next_txid`) neither loses nor repeats one;
 - when the NameNode no longer holds the transaction asked for, a `Gap` comes first, then the
   events that are still there: nothing is skipped silently;
-- the position survives failovers and reconnects: a failed poll is repeated from the same txid.
+- the position survives failovers and reconnects: a failed poll is repeated from the same txid,
+  on whichever NameNode is active by then (the NameNodes of a nameservice share one txid
+  sequence), and only a reply moves it.
+
+What a gap can be seen from: a reply that starts later than the txid asked for. A NameNode that
+answers from edit copies with a hole in them (in HA, one made active again whose own edits
+directory kept old segments the journal has purged since) can start its reply at the txid asked
+for and leave a range out; nothing in the reply tells that apart from transactions without
+events, so that loss is not seen here. Purge edits on every NameNode alike (checkpoints purge
+the shared journal and each NameNode's directory together) and it does not arise.
 
 Polling adapts: right away while the NameNode has more than one reply's worth, every few
 milliseconds while events flow, and slower (up to `max_interval`) the longer the stream has
@@ -173,7 +182,8 @@ class EditTailer:
             self.gaps += 1
             gap = Gap(requested, reply.first_txid)
             log.warning("tailer.gap", requested_txid=requested,
-                        first_available_txid=reply.first_txid, missed=gap.missed)
+                        first_available_txid=reply.first_txid, missed=gap.missed,
+                        namenode=getattr(self.client, "active", None))
             items.append((gap, reply.first_txid - 1))
         for batch in reply.batches:
             if batch.txid < requested:

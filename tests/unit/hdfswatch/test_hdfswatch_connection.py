@@ -238,3 +238,63 @@ async def test_concurrent_calls_failing_together_fail_over_once():
             assert results == [5] * 10
             assert client.active_address == s2.address
             assert client.failovers == 1
+
+
+async def test_a_failover_is_counted_once_and_names_the_new_active():
+    """nn1 answers, then turns standby while nn2 takes over: the client follows, counts one
+    failover however many standby answers it met on the way, and names the active by its id."""
+    state = {"active": "nn1"}
+
+    def namenode(name: str):  # type: ignore[no-untyped-def]
+        async def handler(call: Call, writer: asyncio.StreamWriter) -> None:
+            if state["active"] == name:
+                writer.write(txid_reply(call[0], 100))
+            else:
+                writer.write(reply(call[0], exception="org.apache.hadoop.ipc.StandbyException",
+                                   message="standby"))
+        return handler
+
+    async with FakeServer(namenode("nn1")) as s1, FakeServer(namenode("nn2")) as s2:
+        names = {s1.address: "nn1", s2.address: "nn2"}
+        async with NameNodeClient([s1.address, s2.address], "etl", retry_for=10,
+                                  names=names) as client:
+            assert client.active is None
+            await client.get_current_txid()
+            assert (client.active, client.active_changes) == (s1.address, 0)
+            state["active"] = "none"  # both standby for a while: rounds of standby answers
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.3, state.update, {"active": "nn2"})
+            await client.get_current_txid()
+            assert client.active == s2.address
+            assert client.name_of(client.active) == "nn2"
+            assert client.active_changes == 1
+            assert client.failovers > 1  # moves between addresses, standbys included
+            await client.get_current_txid()
+            assert client.active_changes == 1
+
+
+async def test_a_new_active_is_found_soon_after_a_long_failover():
+    """While every NameNode answers standby, rounds back off to at most failover_backoff_max,
+    not to backoff_max: the new active answers within that of becoming active."""
+    state = {"active": False, "since": 0.0}
+
+    async def standby(call: Call, writer: asyncio.StreamWriter) -> None:
+        writer.write(reply(call[0], exception="org.apache.hadoop.ipc.StandbyException",
+                           message="standby"))
+
+    async def later(call: Call, writer: asyncio.StreamWriter) -> None:
+        if state["active"]:
+            writer.write(txid_reply(call[0], 7))
+        else:
+            await standby(call, writer)
+
+    def activate() -> None:
+        state.update(active=True, since=asyncio.get_running_loop().time())
+
+    async with FakeServer(standby) as s1, FakeServer(later) as s2:
+        async with NameNodeClient([s1.address, s2.address], "etl", retry_for=20,
+                                  backoff_max=10, failover_backoff_max=0.3) as client:
+            loop = asyncio.get_running_loop()
+            loop.call_later(3.0, activate)  # long enough for backoff_max's delays to grow
+            assert await client.get_current_txid() == 7
+            assert loop.time() - state["since"] < 0.6
