@@ -81,6 +81,18 @@ class _Busy(asyncio.Protocol):
         transport.close()
 
 
+def namenode_document(daemon: Daemon) -> dict[str, Any]:
+    """Which NameNode the daemon's calls go to and how often that changed (HA failovers)."""
+    nn = daemon.namenode
+    if nn is None:  # no NameNode client yet (before the first life)
+        return {"active": None, "id": None, "active_since_unix": None, "addresses": [],
+                "failovers": 0, "connects": 0}
+    return {"active": nn.active, "id": nn.name_of(nn.active),
+            "active_since_unix": round(nn.active_since_unix, 3) if nn.active_since_unix else None,
+            "addresses": list(nn.addresses), "failovers": nn.active_changes,
+            "connects": nn.connects}
+
+
 def status_document(daemon: Daemon) -> dict[str, Any]:
     flow = daemon.flow
     files = []
@@ -118,6 +130,7 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
         "edit_stream": {"txid": daemon.edit_txid, "namenode_txid": daemon.namenode_txid, "lag": lag,
                         "last_batch_age_s": round(time.time() - daemon.last_edit_batch_unix, 3)
                         if daemon.last_edit_batch_unix else None},
+        "namenode": namenode_document(daemon),
         "transactions": {"committed": stats.transactions,
                          "last_commit_unix": stats.last_commit_unix or None},
         "sources": sources,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from pipeline.kafka.transaction import Committed
 
@@ -120,6 +120,17 @@ class _StateCollector:
                     float(d.edit_txid) if d.edit_txid is not None else None)
         age = time.time() - d.last_edit_batch_unix if d.last_edit_batch_unix else None
         yield gauge("edit_stream_last_batch_age_seconds", "Seconds since the last edit batch was read", age)
+        nn = d.namenode
+        yield CounterMetricFamily(f"{PREFIX}_namenode_failovers", "Times the NameNode answering "
+                                  "the daemon changed (HA failovers as the daemon saw them)",
+                                  value=float(nn.active_changes) if nn is not None else 0.0)
+        yield CounterMetricFamily(f"{PREFIX}_namenode_connects", "Connections opened to a "
+                                  "NameNode (the first, reconnects and failovers)",
+                                  value=float(nn.connects) if nn is not None else 0.0)
+        if nn is not None and nn.active is not None:
+            yield gauge("namenode_active", "1 for the NameNode answering the daemon's calls "
+                        "(address and HA id)", labels=["address", "namenode"],
+                        samples=[([nn.active, nn.name_of(nn.active) or ""], 1.0)])
         yield gauge("work_queue_depth", "Ready files waiting for a worker",
                     float(flow.work_queue.qsize()) if flow else 0.0)
         yield gauge("commit_queue_depth", "Encoded units waiting for the committer",

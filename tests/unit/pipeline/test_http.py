@@ -203,7 +203,10 @@ async def test_unknown_paths_and_methods_answer_json(admin: Admin) -> None:
 async def test_status_shape_before_the_flow_starts(admin: Admin) -> None:
     doc = await admin.status()
     assert set(doc) == {"instance_id", "ready", "uptime_s", "workers", "workers_busy", "queue_depth",
-                        "edit_stream", "transactions", "sources", "files_in_flight", "last_errors"}
+                        "edit_stream", "namenode", "transactions", "sources", "files_in_flight",
+                        "last_errors"}
+    assert doc["namenode"] == {"active": None, "id": None, "active_since_unix": None,
+                               "addresses": [], "failovers": 0, "connects": 0}
     assert (doc["instance_id"], doc["ready"], doc["workers"]) == ("unit-01", False, 2)
     assert (doc["workers_busy"], doc["queue_depth"], doc["files_in_flight"]) == (0, 0, [])
     assert doc["edit_stream"] == {"txid": None, "namenode_txid": None, "lag": None, "last_batch_age_s": None}
@@ -227,6 +230,26 @@ async def test_metrics_are_the_prometheus_text_of_every_family(admin: Admin) -> 
     ]}.items() <= types.items()
     assert f"{PREFIX}_ready 0.0" in text.splitlines()
     assert f'{PREFIX}_rate_limit_rows_per_second{{source="clicks"}} 100.0' in text
+
+
+async def test_the_active_namenode_and_its_failovers_show_in_status_and_metrics(admin: Admin) -> None:
+    from hdfswatch.namenode import NameNodeClient
+
+    nn = NameNodeClient(["127.0.0.1:16820", "127.0.0.1:16821"], "etl",
+                        names={"127.0.0.1:16820": "nn1", "127.0.0.1:16821": "nn2"})
+    admin.daemon.namenode = nn
+    assert f"{PREFIX}_namenode_failovers_total 0.0" in (await admin.metrics()).splitlines()
+    # What the client notes as calls are answered: nn1, then nn2 after a failover.
+    nn._answered("127.0.0.1:16820")
+    nn._answered("127.0.0.1:16821")
+    doc = (await admin.status())["namenode"]
+    assert (doc["active"], doc["id"], doc["failovers"]) == ("127.0.0.1:16821", "nn2", 1)
+    assert doc["addresses"] == ["127.0.0.1:16820", "127.0.0.1:16821"]
+    assert doc["active_since_unix"] > 0
+    lines = (await admin.metrics()).splitlines()
+    assert f"{PREFIX}_namenode_failovers_total 1.0" in lines
+    assert f'{PREFIX}_namenode_active{{address="127.0.0.1:16821",namenode="nn2"}} 1.0' in lines
+    assert not [line for line in lines if "namenode_active{" in line and "16820" in line]
 
 
 async def test_a_reload_rotates_the_token_and_a_refused_one_keeps_everything(guarded: Admin) -> None:
