@@ -84,7 +84,7 @@ class Run:
         doc = await status(f"http://127.0.0.1:{self.port}")
         assert doc["sources"][0]["files_detected"] == len(files), context
         log = daemon.log_text()
-        assert "edit-stream gap" not in log, context
+        assert "edit-stream gap" not in log and "tailer.gap" not in log, context
         assert doc["sources"][0]["files_quarantined"] == 0, context
         return doc
 
