@@ -137,7 +137,12 @@ def kafka_lib() -> Path:
     home = Path(os.environ.get("DEVSTACK_HOME", Path.home() / ".cache" / "hdfs2kafka" / "devstack"))
     lib = Path(os.environ.get("DEVSTACK_LIB") or home / "lib")
     version = os.environ.get("DEVSTACK_KAFKA_VERSION", "4.4.0")
-    return lib / f"kafka-{version}"
+    # kafka-<version>-<digest of its pom.xml>: the newest one the dev stack resolved.
+    found = sorted((p for p in lib.glob(f"kafka-{version}*") if (p / ".complete").exists()),
+                   key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise RuntimeError(f"no resolved Kafka {version} under {lib}: run deploy/devstack/devstack up")
+    return found[-1]
 
 
 def producer_performance(bootstrap: str, topic: str, records: int, size: int,
