@@ -44,7 +44,7 @@ soak: $(VENV)/.installed tools stack
 		$(VENV)/bin/pytest -m soak -p no:cacheprovider tests/integration/faults
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check hdfswatch pipeline demo tests bench
+	$(VENV)/bin/ruff check hdfswatch hdfsread pipeline demo tests bench
 
 types: $(VENV)/.installed
 	$(VENV)/bin/mypy

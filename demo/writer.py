@@ -25,7 +25,7 @@ class Written:
 class Writer:
     """Parquet clicks under `<base>/clicks/dt=<day>/`, Avro orders under `<base>/orders/`, one
     source after the other; `snapshot()` is every file written so far. `client` is a WebHDFS
-    client (`hdfswatch.ranged.webhdfs_client`: on a secure cluster https and SPNEGO, the
+    client (`hdfsread.webhdfs.webhdfs_client`: on a secure cluster https and SPNEGO, the
     DataNode written to with the redirect's delegation token)."""
 
     def __init__(self, client: Any, base: str, rows_per_file: int,

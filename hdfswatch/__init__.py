@@ -1,7 +1,7 @@
-"""hdfswatch: everything that speaks to HDFS.
+"""hdfswatch: the NameNode side of HDFS.
 
 The Hadoop IPC client (no JVM), the NameNode edit-stream tailer, the file detector that turns
-raw edit events into "file ready" events, listings, and ranged reads of file contents.
+raw edit events into "file ready" events, and listings. File contents are read by `hdfsread`.
 
 Layers, from bytes up (each module needs only the one below it):
 

@@ -350,7 +350,7 @@ class SecureStack:
 
     def webhdfs(self) -> Any:
         """A WebHDFS client (SPNEGO over https) logged in from the daemon's keytab."""
-        from hdfswatch.ranged import webhdfs_client
+        from hdfsread.webhdfs import webhdfs_client
 
         return webhdfs_client(self.webhdfs_url, ca_file=self.ca_file, kerberos=True,
                               principal=self.env["HDFS2KAFKA_PRINCIPAL"],
