@@ -9,7 +9,6 @@ The tests here switch the active NameNode: they must not run beside other tests 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -135,8 +134,10 @@ def _env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ha() -> Iterator[HaStack]:
+    """The HA stack, its client settings in the environment for the module (then restored:
+    the tests of the plain stack that follow read theirs from there)."""
     if devstack("status", "--ha", timeout=60).returncode != 0:
         _checked("up", "--ha", timeout=1200)
     stack = HaStack(_env())
@@ -233,7 +234,3 @@ class Writer(threading.Thread):
         if self.error is not None:
             raise self.error
         return self.written
-
-
-def environ_has_ha_conf() -> bool:
-    return os.environ.get("HADOOP_CONF_DIR", "").endswith("/conf/client")
