@@ -222,6 +222,8 @@ class _WebHdfsClient(Client):
                              if "negotiate" in res.headers.get("WWW-Authenticate", "").lower()
                              else f" to user {self._user}"))
             raise self._login.refused(url)
+        if res.status_code == 403 and _remote_exception(res) in _NEXT_NAMENODE:
+            return res  # a standby NameNode: HdfsCLI asks the next URL of the nameservice
         if res.status_code == 403:
             message = _remote_message(res)
             who = self._login.who() if self._login is not None else f"user {self._user}"
@@ -239,6 +241,17 @@ def _base(url: str) -> str:
 def _hdfs_path(url: str) -> str:
     path = unquote(urlsplit(url).path)
     return path.removeprefix(_WEBHDFS_PREFIX) or "/"
+
+
+# What a NameNode that cannot serve now answers (403): another URL of the list may.
+_NEXT_NAMENODE = ("StandbyException", "RetriableException")
+
+
+def _remote_exception(res: requests.Response) -> str | None:
+    try:
+        return str(res.json()["RemoteException"]["exception"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _remote_message(res: requests.Response) -> str:
