@@ -282,7 +282,8 @@ class SecureStack:
     """The Kerberized dev stack as a daemon and a test see it, from `devstack env --secure`.
 
     `mechanism` is how the daemon logs in to Kafka: "SCRAM-SHA-512" (the password as
-    `${file:...}`, never in the config) or "GSSAPI" (from the keytab of [kerberos]). The test's
+    `${file:...}`, never in the config), "GSSAPI" (from the keytab of [kerberos]) or "mTLS"
+    (a client certificate on the SSL listener: `kafka_bootstrap` is then that listener's). The test's
     own Kafka clients log in with SCRAM (`client_settings`); its WebHDFS client with the
     daemon's keytab (`webhdfs`).
     """
@@ -306,6 +307,11 @@ class SecureStack:
 
     @property
     def kafka_bootstrap(self) -> str:
+        return self.env["KAFKA_MTLS_BOOTSTRAP" if self.mechanism == "mTLS" else "KAFKA_BOOTSTRAP"]
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        """The SASL_SSL listener, where the test's own clients (SCRAM) connect."""
         return self.env["KAFKA_BOOTSTRAP"]
 
     @property
@@ -326,7 +332,11 @@ class SecureStack:
         """[hdfs], [kafka] and [kerberos] settings of a daemon on this stack."""
         kafka: dict[str, Any] = {"security.protocol": "SASL_SSL", "sasl.mechanism": self.mechanism,
                                  "ssl.ca.location": self.env["KAFKA_SSL_CAFILE"]}
-        if self.mechanism == "GSSAPI":
+        if self.mechanism == "mTLS":  # the mutual-TLS listener: the certificate says who
+            kafka = {"security.protocol": "SSL", "ssl.ca.location": self.env["KAFKA_SSL_CAFILE"],
+                     "ssl.certificate.location": self.env["KAFKA_SSL_CERTFILE"],
+                     "ssl.key.location": self.env["KAFKA_SSL_KEYFILE"]}
+        elif self.mechanism == "GSSAPI":
             kafka["sasl.kerberos.service.name"] = self.env["KAFKA_SASL_KERBEROS_SERVICE_NAME"]
         else:
             kafka["sasl.username"] = self.env["KAFKA_SASL_USERNAME"]

@@ -1,7 +1,7 @@
 """The daemon on the Kerberized dev stack: Parquet and Avro files from the secure HDFS (edit
 stream over SASL, WebHDFS with SPNEGO over https) into the secure Kafka (SASL_SSL with
-SCRAM-SHA-512 or GSSAPI, ACLs on), every row exactly once and in file order, as a
-read_committed consumer over SASL_SSL sees it; through SIGKILLs at random moments; and the
+SCRAM-SHA-512 or GSSAPI, or mutual TLS with a client certificate; ACLs on), every row exactly
+once and in file order, as a read_committed consumer over SASL_SSL sees it; through SIGKILLs at random moments; and the
 one-line errors of what an operator must fix on the Kafka side (a wrong SCRAM password, an
 untrusted or misnamed certificate, an unknown service principal, a missing ACL that is added
 later), with the planted password nowhere in the daemon's log, /status or /metrics.
@@ -92,13 +92,13 @@ def wait_for_errors(daemon: DaemonProcess, needle: str, count: int = 2,
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "GSSAPI"])
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "GSSAPI", "mTLS"])
 async def test_parquet_and_avro_from_secure_hdfs_into_secure_kafka_exactly_once(
         sstack: SecureStack, hdfs: Any, unique: str, tmp_path: Path, mechanism: str) -> None:
     files = 6
     stack = sstack.with_kafka(mechanism)
     topic, base = f"secure-rows-{unique}", f"/tests/secure-daemon/{unique}"
-    await create_topic(stack.kafka_bootstrap, topic, 3, settings=stack.client_settings())
+    await create_topic(stack.sasl_bootstrap, topic, 3, settings=stack.client_settings())
     # Half the files wait before the start, half arrive while it streams.
     for f in range(files // 2):
         suffix, data = sample_file(f, ROWS)
@@ -111,11 +111,11 @@ async def test_parquet_and_avro_from_secure_hdfs_into_secure_kafka_exactly_once(
         for f in range(files // 2, files):
             suffix, data = sample_file(f, ROWS)
             await asyncio.to_thread(put, hdfs, f"{base}/part-{f:03d}{suffix}", data)
-        landed = await consume(stack.kafka_bootstrap, topic, expect=files * ROWS, timeout=120,
+        landed = await consume(stack.sasl_bootstrap, topic, expect=files * ROWS, timeout=120,
                                settings=stack.client_settings())
         elapsed = time.monotonic() - started
         check_every_row_once(landed, files, ROWS)
-        entries = await ledger_entries(stack.kafka_bootstrap, f"secure-ledger-{unique}",
+        entries = await ledger_entries(stack.sasl_bootstrap, f"secure-ledger-{unique}",
                                        f"sec-{unique}", settings=stack.client_settings())
         assert sorted(e.state for e in entries.values()) == ["done"] * files
         assert daemon.terminate() == 0, daemon.log_text()[-3000:]
