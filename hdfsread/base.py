@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from hdfswatch.backoff import Backoff
-from hdfswatch.errors import KerberosCredentialsError, PermanentError, TransientError
+from hdfswatch.errors import AccessError, KerberosCredentialsError, PermanentError, TransientError
 from hdfswatch.listing import inode_path
 
 DEFAULT_READ_AHEAD = 4 * 1024 * 1024
@@ -82,7 +82,7 @@ class ReadFailed(RangedReadError, TransientError):
     work later."""
 
 
-class ReadRefused(RangedReadError, TransientError):
+class ReadRefused(RangedReadError, AccessError):
     """HDFS refused who this client is (no Kerberos where it is wanted, a principal or user
     without permission): retried, since a ticket or a permission granted later heals it."""
 

@@ -7,7 +7,8 @@ server's message stay available on every instance.
 
 Every error also has a *kind*, one of three bases that the whole project decides retries by
 (`isinstance`, never class names): `PermanentError` (this file will not get better: quarantine
-it now), `TransientError` (something is away for now: retry with backoff) and `FatalError` (the
+it now), `TransientError` (something is away for now: retry with backoff; its `AccessError`
+kind, who we are or what we may do, is retried without end) and `FatalError` (the
 daemon cannot go on: exit non-zero and let systemd restart it). The kinds live here, in the
 lowest layer, so that hdfswatch and pipeline errors share them. An error with no kind is
 unknown: callers treat it as they always have (the worker pool retries it until its timeout).
@@ -24,6 +25,12 @@ class PermanentError(Exception):
 class TransientError(Exception):
     """Something is away for now (a connection, a NameNode, a DataNode, a registry): retry with
     backoff, from the last position handed over, until the retry budget is spent."""
+
+
+class AccessError(TransientError):
+    """Who this process is, or what it may do, is not right yet: no Kerberos ticket, a clock
+    off, a permission or ACL missing, a certificate not trusted. Retried without end and never
+    held against a file (no quarantine): the operator fixes it and everything resumes."""
 
 
 class FatalError(Exception):
@@ -86,17 +93,17 @@ class AuthenticationError(HdfsWatchError):
     """The connection could not prove who it is to the NameNode, or the NameNode to it."""
 
 
-class KerberosCredentialsError(AuthenticationError, TransientError):
+class KerberosCredentialsError(AuthenticationError, AccessError):
     """No usable Kerberos ticket (none, expired, or the KDC away): retryable, since a `kinit`,
     a renewal or a keytab login later heals it."""
 
 
-class ClockSkewError(AuthenticationError, TransientError):
+class ClockSkewError(AuthenticationError, AccessError):
     """This host's clock is too far from the KDC's or the NameNode's (Kerberos allows 5 minutes
     by default): retryable, since NTP catching up heals it."""
 
 
-class AuthenticationRefused(AuthenticationError, TransientError):
+class AuthenticationRefused(AuthenticationError, AccessError):
     """The NameNode refused the SASL negotiation for a reason it did not name more precisely
     (its own keytab or KDC may be at fault): retried, since the server side may heal."""
 

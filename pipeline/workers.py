@@ -33,7 +33,7 @@ import structlog
 from hdfsread.base import FileMoved, RandomAccessFile
 from hdfsread.stack import ReadStack
 from hdfswatch.backoff import Backoff
-from hdfswatch.errors import FatalError, PermanentError, TransientError
+from hdfswatch.errors import AccessError, FatalError, PermanentError, TransientError
 from pipeline.config import SourceConfig
 from pipeline.items import FileFinished, FileQuarantined, FilesRecorded, FileWork, Item, UnitRecords
 from pipeline.ledger import FileEntry, advance
@@ -45,6 +45,7 @@ from pipeline.positions import (
     parse_position,
 )
 from pipeline.records import make_unit_encoder
+from pipeline.secret import scrub
 
 log = structlog.get_logger("hdfs2kafka.workers")
 
@@ -314,7 +315,7 @@ class WorkerPool:
         moves = 0
         while True:
             bound = log.bind(source=source.name, path=work.entry.path, file_id=work.entry.file_id)
-            transient = False
+            transient = access = False
             try:
                 await self._stream(work, source, prog)
                 return
@@ -349,12 +350,16 @@ class WorkerPool:
                 raise
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
-                # Unknown errors are retried like transient ones, until the retry timeout.
+                # Unknown errors are retried like transient ones, until the retry timeout; who we
+                # are or what we may do (a ticket, a permission, a certificate) without end.
                 transient = not isinstance(exc, PermanentError)
-            if transient and time.monotonic() < deadline:
+                access = isinstance(exc, AccessError)
+            if access or (transient and time.monotonic() < deadline):
                 delay = backoff.next_delay()
-                bound.warning("read failed; retrying", error=reason, retry_in_s=round(delay, 2),
-                              position=prog.position)
+                (bound.error if access else bound.warning)(
+                    "read failed; retrying" + (" until access is granted (never quarantined)"
+                                               if access else ""),
+                    error=scrub(reason), retry_in_s=round(delay, 2), position=prog.position)
                 await asyncio.sleep(delay)
                 work = FileWork(entry=work.entry, start=prog.position, ready_monotonic=work.ready_monotonic)
                 continue
@@ -362,6 +367,7 @@ class WorkerPool:
                 bound.error("file failed; stopping source (errors.tolerance = none)", reason=reason,
                             position=prog.position)
                 raise SourceStopped(f"{work.entry.path}: {reason}")
+            reason = scrub(reason)  # it goes into the ledger and the dead-letter topic
             bound.error("file quarantined", reason=reason, position=prog.position)
             await self.out.put(FileQuarantined(file_id=work.entry.file_id, source=source.name,
                                                reason=reason, position=prog.position,

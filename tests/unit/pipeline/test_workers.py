@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hdfsread.base import ReadFailed
-from hdfswatch.errors import FatalError
+from hdfsread.base import ReadFailed, ReadRefused
+from hdfswatch.errors import ClockSkewError, FatalError, KerberosCredentialsError
 from pipeline.config import ErrorPolicy, SourceConfig
 from pipeline.encoders.errors import EncodeError
 from pipeline.items import FileFinished, FileQuarantined, FileWork, Item, UnitRecords
@@ -232,12 +232,12 @@ def _last(item: Item) -> bool:
         isinstance(item, UnitRecords) and item.final)
 
 
-async def pool_run(opener: object, data: bytes, *, wait_s: float = 3.0
-                   ) -> tuple[list[Item], WorkerPool]:
+async def pool_run(opener: object, data: bytes, *, wait_s: float = 3.0,
+                   retry_timeout_ms: int = 600_000) -> tuple[list[Item], WorkerPool]:
     """Stream one file through a pool of one worker; the items it handed to the committer up
     to the file's last one, or for `wait_s` seconds."""
     source = SourceConfig(name="s", path="/data", topic="t",
-                          errors=ErrorPolicy(retry_timeout_ms=600_000, retry_max_delay_ms=100))
+                          errors=ErrorPolicy(retry_timeout_ms=retry_timeout_ms, retry_max_delay_ms=100))
     queue: asyncio.Queue[FileWork] = asyncio.Queue()
     out: asyncio.Queue[Item] = asyncio.Queue()
     pool = WorkerPool(queue=queue, out=out, sources=lambda name: source if name == "s" else None,
@@ -294,6 +294,31 @@ async def test_a_transient_failure_is_retried_and_every_row_arrives_once() -> No
     assert opener.opens == 3
     assert all(isinstance(i, UnitRecords) for i in got) and got[-1].final  # type: ignore[union-attr]
     assert ids([u for u in got if isinstance(u, UnitRecords)]) == list(range(ROWS))
+
+
+async def test_access_errors_are_retried_past_the_retry_timeout_and_never_quarantine() -> None:
+    """No ticket, a clock off, a permission or a certificate missing: the operator fixes it and
+    the file streams whole; spending the retry budget on it would quarantine good files."""
+    data = parquet_file()
+    opener = Opener([ReadRefused("/data/f", "WebHDFS refused user etl access to /data/f"),
+                     KerberosCredentialsError("no Kerberos ticket for etl@EXAMPLE: run kinit"),
+                     ClockSkewError("clock skew"),
+                     ReadRefused("/data/f", "refused again")], data)
+    got, _ = await pool_run(opener, data, wait_s=8.0, retry_timeout_ms=1)
+    assert opener.opens == 5
+    assert not any(isinstance(i, FileQuarantined) for i in got), got
+    assert got and got[-1].final  # type: ignore[union-attr]
+    assert ids([u for u in got if isinstance(u, UnitRecords)]) == list(range(ROWS))
+
+
+async def test_a_quarantine_reason_carries_no_delegation_token() -> None:
+    """The reason goes into the ledger and the dead-letter topic: a token in a URL is masked."""
+    url = "https://dn1:9865/webhdfs/v1/data/f?op=OPEN&delegation=HAAKc2VjcmV0LXRva2Vu&offset=0"
+    opener = Opener([ReadFailed("/data/f", f"connection refused: {url}") for _ in range(20)])
+    got, _ = await pool_run(opener, b"", wait_s=3.0, retry_timeout_ms=1)
+    assert [type(i) for i in got] == [FileQuarantined]
+    reason = got[0].reason  # type: ignore[union-attr]
+    assert "connection refused" in reason and "HAAKc2VjcmV0LXRva2Vu" not in reason
 
 
 async def test_a_fatal_error_ends_the_pool_instead_of_quarantining() -> None:
