@@ -40,17 +40,7 @@ def big_file() -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-# WebHDFS with several URLs: HdfsCLI moves to the next URL on a StandbyException, but
-# hdfsread.webhdfs._WebHdfsClient._request raises every 403 as WebHdfsRefused first, so with the
-# standby's URL first every read is refused and retried until that NameNode is active again.
-WEBHDFS_STANDBY_FIRST = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="a standby's 403 StandbyException is raised as WebHdfsRefused before HdfsCLI can try "
-           "the next URL")
-
-
-@pytest.mark.parametrize("reader", ["native", pytest.param("webhdfs",
-                                                           marks=WEBHDFS_STANDBY_FIRST)])
+@pytest.mark.parametrize("reader", ["native", "webhdfs"])
 async def test_a_big_file_read_across_a_failover_lands_whole(
         healthy_pair: HaStack, unique: str, tmp_path: Path, reader: str) -> None:
     ha = healthy_pair
