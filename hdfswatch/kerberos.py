@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from hdfswatch.errors import (
     AuthenticationError,
+    AuthenticationRefused,
     ClockSkewError,
     KerberosCredentialsError,
     KerberosUnavailableError,
@@ -80,6 +81,12 @@ def gss_error(exc: Exception, *, client: str, server: str | None = None) -> Auth
     ccache = os.environ.get("KRB5CCNAME")
     where = f" (ticket cache {ccache})" if ccache else ""
     if minor == _S_PRINCIPAL_UNKNOWN or "server not found in kerberos database" in lowered:
+        if server and _host_is_address(server):
+            # _HOST became an address: the reverse lookup failed (a DNS blip, a failover).
+            return AuthenticationRefused(
+                f"the NameNode principal became {server} because the reverse DNS lookup of its "
+                "address failed: check DNS for the NameNode (or write its host name into "
+                f"dfs.namenode.kerberos.principal instead of _HOST) [{detail}]")
         return ServicePrincipalError(
             f"the KDC does not know the NameNode principal {server or '(announced by it)'}: "
             "set dfs.namenode.kerberos.principal to the NameNode's principal (e.g. "
@@ -155,6 +162,18 @@ class GssapiContext:
     @property
     def initiator(self) -> str:
         return str(self._ctx.initiator_name)
+
+
+def _host_is_address(principal: str) -> bool:
+    """Whether the host part of `service/host@REALM` is an IP address."""
+    import ipaddress
+
+    host = principal.split("@")[0].partition("/")[2]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def canonical_host(host: str) -> str:

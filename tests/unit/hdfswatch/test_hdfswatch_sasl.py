@@ -485,6 +485,15 @@ def test_gss_failures_name_their_fix_and_whether_retrying_helps(minor, text, kin
     assert isinstance(err, TransientError) == (kind is not ServicePrincipalError)
 
 
+def test_a_host_that_fell_back_to_its_address_is_a_dns_problem_and_retried():
+    """_HOST becomes the NameNode's address when its reverse lookup fails (a DNS blip): the
+    KDC knows no nn/10.0.0.5, which is no reason to end the daemon."""
+    err = gss_error(FakeGssError(13 << 16, KRB5 + 7, "Server not found in Kerberos database"),
+                    client="etl@EXAMPLE.COM", server="nn/10.0.0.5@EXAMPLE.COM")
+    assert isinstance(err, TransientError) and not isinstance(err, FatalError)
+    assert "reverse DNS lookup" in str(err) and "nn/10.0.0.5@EXAMPLE.COM" in str(err)
+
+
 def test_a_server_side_refusal_for_clock_skew_is_retried():
     err = auth_refusal("javax.security.sasl.SaslException",
                        "GSS initiate failed [Caused by GSSException: Failure unspecified at "
