@@ -242,6 +242,7 @@ class Daemon:
         try:
             await self._claim(producer)
             state = await self._recover()
+            await self._open_read_stack()
             flow = self._build_flow(producer, state)
             self.flow = flow
             await self._stream(flow)
@@ -353,21 +354,26 @@ class Daemon:
         return FlowState(state=state, committer=committer, pool=pool, work_queue=work_queue,
                          intake=intake)
 
-    def _read_stack(self) -> Any:
+    async def _open_read_stack(self) -> None:
         """The read stack ([hdfs] reader), built at the first life and kept until the daemon
-        stops: connections are pooled for the daemon, not opened per file. The native reader
-        checks files with the edit stream's NameNode client, on this loop."""
+        stops: connections are pooled for the daemon, not opened per file. Built in a thread
+        (a Kerberos client may ask the KDC); the native reader checks files with the edit
+        stream's NameNode client, on this loop."""
         if self.read_stack is None:
             from hdfsread.stack import ReadSettings, open_read_stack
 
             h = self.config.hdfs
-            self.read_stack = open_read_stack(
-                ReadSettings(reader=h.reader, user=h.user, namenodes=h.namenodes,
-                             hadoop_conf_dir=h.hadoop_conf_dir, security=self.rpc_security(),
-                             webhdfs_url=h.webhdfs or None, ca_file=h.ca_file,
-                             keytab=self.config.kerberos.keytab),
-                namenode=self.namenode_client, loop=asyncio.get_running_loop())
+            settings = ReadSettings(reader=h.reader, user=h.user, namenodes=h.namenodes,
+                                    hadoop_conf_dir=h.hadoop_conf_dir, security=self.rpc_security(),
+                                    webhdfs_url=h.webhdfs or None, ca_file=h.ca_file,
+                                    keytab=self.config.kerberos.keytab)
+            self.read_stack = await asyncio.to_thread(
+                open_read_stack, settings, namenode=self.namenode_client,
+                loop=asyncio.get_running_loop())
             log.info("read stack ready", reader=self.read_stack.name)
+
+    def _read_stack(self) -> Any:
+        assert self.read_stack is not None, "built by _open_read_stack before the flow"
         return self.read_stack
 
     async def _stream(self, flow: FlowState) -> None:

@@ -21,6 +21,8 @@ from collections.abc import MutableMapping
 from pipeline.config import KerberosConfig
 
 CCACHE = "MEMORY:hdfs2kafka"
+logged_in: str | None = None
+"""The principal of the last successful `login` of this process."""
 
 
 def configure(kerberos: KerberosConfig, env: MutableMapping[str, str] | None = None) -> bool:
@@ -30,8 +32,11 @@ def configure(kerberos: KerberosConfig, env: MutableMapping[str, str] | None = N
     if not kerberos.keytab:
         return False
     keytab = kerberos.keytab
-    env["KRB5_CLIENT_KTNAME"] = keytab if ":" in keytab.split("/")[0] else f"FILE:{keytab}"
-    env["KRB5CCNAME"] = CCACHE
+    wanted = {"KRB5_CLIENT_KTNAME": keytab if ":" in keytab.split("/")[0] else f"FILE:{keytab}",
+              "KRB5CCNAME": CCACHE}
+    for key, value in wanted.items():
+        if env.get(key) != value:  # set once: later lives change nothing other threads read
+            env[key] = value
     return True
 
 
@@ -63,4 +68,6 @@ def login(kerberos: KerberosConfig) -> str:
 
         raise KerberosCredentialsError(f"the Kerberos ticket of {principal} has expired: renew it "
                                        "(kinit), or set [kerberos] keytab so the daemon renews it")
+    global logged_in
+    logged_in = principal
     return principal

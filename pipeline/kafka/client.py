@@ -182,7 +182,12 @@ def kafka_identity(client: Any) -> kafka_errors.KafkaIdentity:
 
 
 def _kerberos_principal() -> str | None:
-    """The principal of the default Kerberos credentials, which aiokafka's GSSAPI uses."""
+    """The principal of the default Kerberos credentials, which aiokafka's GSSAPI uses: the
+    daemon's, as its login found it (no KDC call on the event loop), else asked of gssapi."""
+    from pipeline import kerberos_login
+
+    if kerberos_login.logged_in is not None:
+        return kerberos_login.logged_in
     try:
         import gssapi
 
