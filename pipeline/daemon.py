@@ -346,7 +346,8 @@ class Daemon:
                                   "max_request_size", 1_048_576)), 1_000_000) - 512),
             unit_rows=d.unit_rows, workers=self.workers,
             limiter=self.limiter, is_paused=self._is_paused,
-            on_source_failed=self._source_failed, locate=self._locate)
+            on_source_failed=self._source_failed, locate=self._locate,
+            on_read_error=self._note_error)
         intake = Intake(state, to_committer=committer.queue, to_workers=work_queue,
                         sources=lambda: [rt.config for rt in self.sources.values()],
                         refused=self.refused, on_detected=self._on_detected,

@@ -202,8 +202,11 @@ class WorkerPool:
                  unit_rows: int, workers: int,
                  limiter: Any = None, is_paused: Callable[[str], bool] | None = None,
                  on_source_failed: Callable[[str, str], None] | None = None,
-                 locate: Callable[[FileEntry, SourceConfig], Awaitable[str | None]] | None = None
+                 locate: Callable[[FileEntry, SourceConfig], Awaitable[str | None]] | None = None,
+                 on_read_error: Callable[[str, str], None] | None = None
                  ) -> None:
+        self.on_read_error = on_read_error
+        """Told (source, message) of each failed read that is retried, for /status."""
         self.queue = queue
         self.out = out
         self.sources = sources
@@ -360,6 +363,9 @@ class WorkerPool:
                     "read failed; retrying" + (" until access is granted (never quarantined)"
                                                if access else ""),
                     error=scrub(reason), retry_in_s=round(delay, 2), position=prog.position)
+                if self.on_read_error is not None:
+                    self.on_read_error(source.name, f"read failed, retrying: {work.entry.path}: "
+                                                    f"{scrub(reason)}")
                 await asyncio.sleep(delay)
                 work = FileWork(entry=work.entry, start=prog.position, ready_monotonic=work.ready_monotonic)
                 continue

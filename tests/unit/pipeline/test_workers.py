@@ -233,7 +233,8 @@ def _last(item: Item) -> bool:
 
 
 async def pool_run(opener: object, data: bytes, *, wait_s: float = 3.0,
-                   retry_timeout_ms: int = 600_000) -> tuple[list[Item], WorkerPool]:
+                   retry_timeout_ms: int = 600_000,
+                   errors: list[tuple[str, str]] | None = None) -> tuple[list[Item], WorkerPool]:
     """Stream one file through a pool of one worker; the items it handed to the committer up
     to the file's last one, or for `wait_s` seconds."""
     source = SourceConfig(name="s", path="/data", topic="t",
@@ -241,7 +242,8 @@ async def pool_run(opener: object, data: bytes, *, wait_s: float = 3.0,
     queue: asyncio.Queue[FileWork] = asyncio.Queue()
     out: asyncio.Queue[Item] = asyncio.Queue()
     pool = WorkerPool(queue=queue, out=out, sources=lambda name: source if name == "s" else None,
-                      opener=opener, unit_rows=1000, workers=1)  # type: ignore[arg-type]
+                      opener=opener, unit_rows=1000, workers=1,  # type: ignore[arg-type]
+                      on_read_error=(lambda s, m: errors.append((s, m))) if errors is not None else None)
     pool.start()
     await queue.put(FileWork(entry=entry(data)))
     got: list[Item] = []
@@ -304,8 +306,12 @@ async def test_access_errors_are_retried_past_the_retry_timeout_and_never_quaran
                      KerberosCredentialsError("no Kerberos ticket for etl@EXAMPLE: run kinit"),
                      ClockSkewError("clock skew"),
                      ReadRefused("/data/f", "refused again")], data)
-    got, _ = await pool_run(opener, data, wait_s=8.0, retry_timeout_ms=1)
+    errors: list[tuple[str, str]] = []
+    got, _ = await pool_run(opener, data, wait_s=8.0, retry_timeout_ms=1, errors=errors)
     assert opener.opens == 5
+    # /status shows why the file waits, one line a try, naming the file.
+    assert [s for s, _ in errors] == ["s"] * 4
+    assert "/data/f" in errors[0][1] and "refused user etl" in errors[0][1]
     assert not any(isinstance(i, FileQuarantined) for i in got), got
     assert got and got[-1].final  # type: ignore[union-attr]
     assert ids([u for u in got if isinstance(u, UnitRecords)]) == list(range(ROWS))
