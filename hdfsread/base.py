@@ -376,6 +376,17 @@ class RemoteFile:
         raise AssertionError("unreachable")
 
 
+def own_keytab(keytab: str | None) -> str | None:
+    """`keytab`, unless the process's Kerberos defaults already log in from it
+    ($KRB5_CLIENT_KTNAME, as the daemon sets it: pipeline.kerberos_login): then None, and a
+    client takes the default credentials, so every connection shares one login and one
+    ticket cache instead of keeping a cache of its own."""
+    if not keytab:
+        return None
+    default = os.environ.get("KRB5_CLIENT_KTNAME", "")
+    return None if default in (keytab, f"FILE:{keytab}") else keytab
+
+
 def check_range(path: str, offset: int, length: int) -> None:
     if offset < 0 or length < 0:
         raise ValueError(f"{path}: bad range offset={offset} length={length}")

@@ -35,6 +35,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from hdfsread.base import (
     DEFAULT_CACHE_WINDOWS,
     DEFAULT_READ_AHEAD,
@@ -47,6 +49,7 @@ from hdfsread.base import (
     UnsupportedFile,
     first_line,
     inode_path,
+    own_keytab,
 )
 from hdfswatch.errors import (
     AccessControlError,
@@ -61,7 +64,23 @@ NAMESERVICE = "hdfs2kafka"
 """The nameservice that stands for `[hdfs] namenodes` when there are several of them."""
 
 _STAT_TIMEOUT_S = 300.0  # past the NameNode client's own retries (120 s) and call timeout
-_BUILD_LOCK = threading.Lock()  # HADOOP_USER_NAME is read while a client is built
+
+log = structlog.get_logger("hdfsread.native")
+
+
+def use_hdfs_user(user: str) -> None:
+    """Make `user` the HDFS user of every hdfs-native connection of this process (SIMPLE
+    authentication; with Kerberos the principal is the user and this changes nothing).
+
+    hdfs-native 0.14 reads the SIMPLE user from $HADOOP_USER_NAME each time it opens a NameNode
+    connection (lazily, and again after one is lost), and its Python API has no other way to
+    be told: the variable is set for the whole process, for good. One SIMPLE user per process,
+    then. Changing the environment while another thread reads it is unsafe (C's setenv), so
+    call this once at start, before any thread runs (hdfs-native's own runtime, a worker pool,
+    asyncio's executor): `NativeStack` calls it too, where it changes nothing once it was.
+    """
+    if os.environ.get("HADOOP_USER_NAME") != user:
+        os.environ["HADOOP_USER_NAME"] = user
 
 
 @dataclass(frozen=True)
@@ -190,12 +209,31 @@ class NativeFile(RemoteFile):
         self._reader = self._retrying("open", self._open_reader)
 
     def _open_reader(self) -> Any:
-        target = inode_path(self._file_id) if self._file_id is not None else self._path
-        reader = self._stack.client.read(target)
+        if self._file_id is None or not self._stack.inode_reads:
+            reader = self._stack.client.read(self._path)
+        else:
+            try:
+                reader = self._stack.client.read(inode_path(self._file_id))
+            except FileNotFoundError:
+                if not self._inode_path_unresolved():
+                    raise
+                reader = self._stack.client.read(self._path)
         if reader.size != self._size:
             raise FileChanged(self._path, f"length is {reader.size} bytes for the DataNodes, "
                                           f"{self._size} for the NameNode's status")
         return reader
+
+    def _inode_path_unresolved(self) -> bool:
+        """The inode path named nothing: if the path still names the very file (same inode
+        id and length), it is the way HDFS is reached that does not resolve reserved paths
+        (a router, a gateway), not the file that went: the stack reads by path from now on."""
+        status = self._stack.stat(self._path)
+        if (self._file_id is None or status is None or status.kind != "FILE"
+                or status.file_id != self._file_id or status.length != self._size):
+            return False
+        self._stack.read_by_path(f"{inode_path(self._file_id)} is not found while {self._path} "
+                                 f"is that file (inode {self._file_id})")
+        return True
 
     def _stat(self, path: str) -> Stat | None:
         return self._stack.stat(path)
@@ -266,6 +304,10 @@ def native_failure(exc: Exception, path: str, who: str) -> Failure | None:
                       "get a ticket (kinit or [kerberos] keytab) and check that "
                       "hadoop.security.authentication and dfs.data.transfer.protection match "
                       "the cluster's") from None
+        if variant == "UnsupportedErasureCodingPolicy":
+            raise UnsupportedFile(path, f"hdfs-native cannot read its erasure-coding policy "
+                                        f"({first_line(body or text)}): read it with "
+                                        '[hdfs] reader = "webhdfs"') from None
         if variant in ("BlocksNotFound", "ChecksumError", "DataTransferError"):
             return Failure(first_line(text), retry=True, answered=True)
         return Failure(first_line(text) or type(exc).__name__, retry=True)
@@ -285,8 +327,8 @@ class NativeStack:
     name = "native"
 
     def __init__(self, target: NativeTarget, stat: NameNodeStat, *, user: str | None = None,
-                 principal: str | None = None, kerberos: bool = False,
-                 read_ahead: int = DEFAULT_READ_AHEAD) -> None:
+                 principal: str | None = None, keytab: str | None = None,
+                 kerberos: bool = False, read_ahead: int = DEFAULT_READ_AHEAD) -> None:
         import hdfs_native
 
         self.target = target
@@ -294,20 +336,24 @@ class NativeStack:
         self.who = ((principal or "the ticket cache's principal") if kerberos
                     else f"user {user}")
         self._read_ahead = read_ahead
+        self.inode_reads = True
+        """False once a file could not be read by its inode path (a router or gateway that
+        does not resolve /.reserved/.inodes): files are then read by their path."""
+        if user and not kerberos:
+            # Read at every connection, not once: see `use_hdfs_user`.
+            use_hdfs_user(user)
+        credentials: dict[str, str] = {}
+        if kerberos and principal:
+            # Named, not whatever the default cache holds; with a keytab, hdfs-native logs in
+            # from it into a cache of its own. Without one, the process's default credentials
+            # (the daemon points them at its keytab: pipeline.kerberos_login).
+            credentials["kerberos_principal"] = principal
+            keytab = own_keytab(keytab)
+            if keytab:
+                credentials["kerberos_keytab"] = keytab
         try:
-            with _BUILD_LOCK:
-                # hdfs-native takes the SIMPLE user from the environment when it is built.
-                saved = os.environ.get("HADOOP_USER_NAME")
-                if user and not kerberos:
-                    os.environ["HADOOP_USER_NAME"] = user
-                try:
-                    self.client = hdfs_native.Client(target.url, target.config, target.config_dir)
-                finally:
-                    if user and not kerberos:
-                        if saved is None:
-                            os.environ.pop("HADOOP_USER_NAME", None)
-                        else:
-                            os.environ["HADOOP_USER_NAME"] = saved
+            self.client = hdfs_native.Client(target.url, target.config, target.config_dir,
+                                             **credentials)
         except (RuntimeError, ValueError, OSError) as exc:
             stat.close()
             raise ConfigError(f"hdfs-native cannot use {target.url}: {first_line(str(exc))}") from None
@@ -316,6 +362,15 @@ class NativeStack:
              expected_file_id: int | None = None) -> NativeFile:
         return NativeFile(self, path, expected_size, expected_file_id,
                           read_ahead=self._read_ahead)
+
+    def read_by_path(self, why: str) -> None:
+        """Read every file by its path from now on (said once)."""
+        if self.inode_reads:
+            self.inode_reads = False
+            log.warning("reading files by path: inode paths are not resolved here (a router "
+                        "or gateway between this client and the NameNode?); a file renamed "
+                        "while it is read is then told as vanished", reason=why,
+                        target=self.target.url)
 
     def close(self) -> None:
         self.stat.close()

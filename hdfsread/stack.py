@@ -91,4 +91,4 @@ def open_read_stack(settings: ReadSettings, *,
 
         stat = NameNodeStat.own(make)
     return NativeStack(target, stat, user=s.user, principal=s.security.client_principal,
-                       kerberos=s.security.kerberos, read_ahead=s.read_ahead)
+                       keytab=s.keytab, kerberos=s.security.kerberos, read_ahead=s.read_ahead)

@@ -202,6 +202,10 @@ def _read_settings(conn: Connection, reader: str) -> Any:
         from pipeline.kerberos_login import login
 
         login(KerberosConfig(principal=conn.principal, keytab=conn.keytab))
+    elif reader == "native" and conn.hdfs_user:
+        from hdfsread.native import use_hdfs_user
+
+        use_hdfs_user(conn.hdfs_user)  # before any thread: hdfs-native reads it per connection
     return ReadSettings(reader=reader, user=conn.hdfs_user, namenodes=conn.namenodes,
                         hadoop_conf_dir=conn.hadoop_conf_dir, security=security,
                         webhdfs_url=conn.webhdfs_url, ca_file=conn.ca_file,

@@ -264,3 +264,35 @@ def test_a_file_renamed_while_read_is_told_from_one_deleted(stacks: Callable[...
     with pytest.raises(FileVanished) as gone:
         rs.open(moved, expected_size=3_000_000, expected_file_id=file_id)
     assert not isinstance(gone.value, FileMoved)
+
+
+def test_the_native_reader_is_the_configured_user_on_every_connection(
+        stack: Any, webhdfs: Any, hdfs_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With SIMPLE authentication, HDFS sees `[hdfs] user` on every connection hdfs-native
+    opens (it opens them lazily, at the first read), not the process's own user (here the
+    superuser, who may read anything)."""
+    from hdfsread.base import ReadRefused
+
+    # The stack sets HADOOP_USER_NAME for the whole process; put it back afterwards.
+    monkeypatch.delenv("HADOOP_USER_NAME", raising=False)
+    private = f"{hdfs_dir}/alice-only"
+    path = f"{private}/f.bin"
+    webhdfs.write(path, b"a" * 5000)
+    file_id = webhdfs.status(path)["fileId"]
+    # Anyone may see the file (the directory is traversable); only alice may read it.
+    webhdfs.set_owner(private, owner="alice")
+    webhdfs.set_owner(path, owner="alice")
+    webhdfs.set_permission(path, "400")
+    for user, allowed in (("alice", True), ("bob", False), ("alice", True)):
+        rs = open_read_stack(ReadSettings(reader="native", user=user,
+                                          namenodes=(stack.namenode,)))
+        try:
+            if allowed:
+                with rs.open(path, expected_size=5000, expected_file_id=file_id) as f:
+                    assert f.read_at(4990, 100) == b"a" * 10
+            else:
+                with pytest.raises(ReadRefused) as info:
+                    rs.open(path, expected_size=5000, expected_file_id=file_id).read_at(0, 10)
+                assert "user bob" in str(info.value) and "Permission denied" in str(info.value)
+        finally:
+            rs.close()
