@@ -51,11 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from hdfsread.base import LocalFile, RandomAccessFile, RangedReadError
     from hdfsread.stack import ReadStack, open_read_stack
-    from hdfswatch.errors import HdfsWatchError
+    from hdfswatch.errors import HdfsWatchError, TransientError
     from pipeline import logs
     from pipeline.config import ConfigError
     from pipeline.positions import PositionError, parse_position
     from pipeline.readers import ReadError, open_reader
+    from pipeline.secret import scrub
 
     logs.configure("warning", "console")  # stdout carries the records only
 
@@ -85,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
             except (ConfigError, HdfsWatchError) as exc:
                 print(f"cat: {exc}" + (' (eval "$(deploy/devstack/devstack env)")'
                                        if "needs" in str(exc) else ""), file=sys.stderr)
-                return 2
+                # A ticket missing now is not a usage error: as a failed read.
+                return 1 if isinstance(exc, TransientError) else 2
             file = stack.open(args.path)
         reader = open_reader(file, args.input_format)
         missing = [k for k in args.key if k not in reader.schema.names]
@@ -102,14 +104,15 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 0
     except (ReadError, RangedReadError, HdfsWatchError) as exc:
-        print(f"cat: {exc}", file=sys.stderr)
+        print(f"cat: {scrub(str(exc))}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # `hdfs2kafka cat ... | head`: the reader went away, which is not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as exc:
-        print(f"cat: {exc}", file=sys.stderr)
+        # Not one of ours (a library's connection error names its whole URL): masked too.
+        print(f"cat: {scrub(str(exc))}", file=sys.stderr)
         return 1
     finally:
         if file is not None:

@@ -296,3 +296,90 @@ def test_the_native_reader_is_the_configured_user_on_every_connection(
                 assert "user bob" in str(info.value) and "Permission denied" in str(info.value)
         finally:
             rs.close()
+
+
+class _NoReservedPaths:
+    """hdfs-native's client behind something that does not resolve /.reserved paths (a
+    router-based federation, a gateway): they name nothing there."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def read(self, path: str) -> Any:
+        if path.startswith("/.reserved/"):
+            raise FileNotFoundError(f"File does not exist: {path}")
+        return self._client.read(path)
+
+
+def _gateway_without_reserved_paths(webhdfs_url: str) -> tuple[str, Callable[[], None]]:
+    """A WebHDFS gateway in front of the stack's NameNode that answers 404 for inode paths,
+    as some do; everything else is relayed (the redirect goes to the DataNode itself)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import requests
+
+    class Gateway(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/webhdfs/v1/.reserved/"):
+                status, headers, body = 404, {}, json.dumps({"RemoteException": {
+                    "exception": "FileNotFoundException", "message": "File does not exist"}
+                }).encode()
+            else:
+                res = requests.get(webhdfs_url + self.path, allow_redirects=False, timeout=30)
+                status, body = res.status_code, res.content
+                headers = {k: v for k, v in res.headers.items() if k.lower() == "location"}
+            self.send_response(status)
+            for key, value in {"Content-Type": "application/json", **headers}.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return f"http://127.0.0.1:{server.server_port}", stop
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_where_inode_paths_are_not_resolved_files_are_read_by_path(
+        stack: Any, webhdfs: Any, hdfs_dir: str, reader: str) -> None:
+    """Not every way to HDFS resolves /.reserved/.inodes: when the inode path names nothing
+    but the path is still the very file, the stack reads by path from then on, instead of
+    calling every file vanished."""
+    data = bytes(range(256)) * 4000
+    paths = [f"{hdfs_dir}/by-path-{i}.bin" for i in range(2)]
+    for path in paths:
+        webhdfs.write(path, data)
+    stop: Callable[[], None] = lambda: None  # noqa: E731
+    url = stack.webhdfs_url
+    if reader == "webhdfs":
+        url, stop = _gateway_without_reserved_paths(stack.webhdfs_url)
+    rs = open_read_stack(ReadSettings(reader=reader, user=stack.hdfs_user,
+                                      namenodes=(stack.namenode,), webhdfs_url=url,
+                                      read_ahead=64 * 1024))
+    try:
+        if reader == "native":
+            rs.client = _NoReservedPaths(rs.client)  # type: ignore[attr-defined]
+        for path in paths:
+            file_id = webhdfs.status(path)["fileId"]
+            with rs.open(path, expected_size=len(data), expected_file_id=file_id) as f:
+                assert f.read_at(0, 100) == data[:100]
+                assert f.read_at(len(data) - 300_000, 300_000) == data[-300_000:]
+        # A file deleted is still told as gone, not read by some other means.
+        file_id = webhdfs.status(paths[0])["fileId"]
+        f = rs.open(paths[0], expected_size=len(data), expected_file_id=file_id)
+        webhdfs.delete(paths[0])
+        with pytest.raises(FileVanished):
+            f.read_at(500_000, 10)
+    finally:
+        rs.close()
+        stop()

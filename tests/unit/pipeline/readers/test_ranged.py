@@ -113,7 +113,9 @@ def test_errors_that_are_not_transient() -> None:
     with pytest.raises(ReadFailed, match="3 attempts"):
         f.read_at(0, 10)
     gone = HdfsError("File /f not found.", exception="FileNotFoundException")
-    f = WebHdfsFile(_StandInClient(b"x" * 10, 1, gone), "/f")  # type: ignore[arg-type]
+    deleted = _StandInClient(b"x" * 10, 1, gone)
+    f = WebHdfsFile(deleted, "/f")  # type: ignore[arg-type]
+    deleted.status = lambda path, strict=True: None  # type: ignore[method-assign]
     with pytest.raises(FileVanished):
         f.read_at(0, 1)
     with pytest.raises(FileChanged, match="expected 5"):
