@@ -19,6 +19,7 @@ An https registry is verified with `ca_file` when given (the daemon passes `ssl.
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
 import json
 import ssl
@@ -189,6 +190,12 @@ class SchemaRegistryClient:
 def register_blocking(url: str, subject: str, schema: dict[str, Any] | str,
                       timeout: float = 10.0, ca_file: str | None = None) -> int:
     """Register `schema` under `subject` at the registry at `url` and return its id, from code
-    running in a worker thread (opening a file and building its encoders)."""
-    return SchemaRegistryClient(url, timeout=timeout, ca_file=ca_file).register_blocking(
-        subject, schema)
+    running in a worker thread (opening a file and building its encoders). One client per
+    registry and CA file serves every file: its TLS context is built once and a schema
+    registered once."""
+    return _client(url, timeout, ca_file).register_blocking(subject, schema)
+
+
+@functools.lru_cache(maxsize=16)
+def _client(url: str, timeout: float, ca_file: str | None) -> SchemaRegistryClient:
+    return SchemaRegistryClient(url, timeout=timeout, ca_file=ca_file)

@@ -103,17 +103,27 @@ def test_a_user_without_permission_is_refused_in_one_line(
 
 def test_without_a_ticket_the_error_is_one_line_naming_the_fix(
         secure: dict[str, str], hdfs: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """hdfs-native's own GSSAPI failure: the stat client (hdfswatch's) has the keytab and
+    opens the file; hdfs-native, with no ticket, fails at its first read."""
+    from hdfsread.base import ReadCredentialsError
+
     path = f"{hdfs.base}/noticket.parquet"
     hdfs.write(path, parquet_bytes(1, 10), overwrite=True)
     monkeypatch.setenv("KRB5CCNAME", f"FILE:{tmp_path / 'empty-ccache'}")
     monkeypatch.delenv("KRB5_CLIENT_KTNAME")  # else MIT krb5 logs in from it by itself
-    stack = _stack(secure)
+    security = load_rpc_security(secure["HADOOP_CONF_DIR"]).with_overrides(
+        client_principal=secure["HDFS2KAFKA_PRINCIPAL"], keytab=secure["HDFS2KAFKA_KEYTAB"])
+    stack = open_read_stack(ReadSettings(
+        reader="native", user=secure["HDFS_USER"], namenodes=(secure["HDFS_NAMENODE"],),
+        hadoop_conf_dir=secure["HADOOP_CONF_DIR"], security=security, keytab=None))
     try:
-        with pytest.raises(KerberosCredentialsError) as info:
+        with pytest.raises(ReadCredentialsError) as info:
             stack.open(path).read_at(0, 4)
     finally:
         stack.close()
     message = str(info.value)
+    assert isinstance(info.value, KerberosCredentialsError)
+    assert message.startswith(f"{path}: the Kerberos/SASL login of "), message
     assert len(message.splitlines()) == 1 and "kinit" in message, message
 
 
