@@ -269,6 +269,28 @@ def test_a_stack_reads_with_one_delegation_token_and_gets_another_when_it_is_can
     assert res.status_code == 403 and "InvalidToken" in res.text, res.text[:300]
 
 
+def test_threads_negotiating_spnego_at_once_do_not_mix_their_contexts(secure, hdfs):
+    """When the hadoop.auth cookie is gone (it expires), every worker thread negotiates
+    SPNEGO again at the same moment: each completes its own exchange."""
+    client = webhdfs_client(secure["WEBHDFS_URL"], ca_file=secure["HDFS2KAFKA_CA"], kerberos=True)
+    errors: list[str] = []
+
+    def work() -> None:
+        for _ in range(15):
+            client._session.cookies.clear()
+            try:
+                assert client.status(hdfs.base)["type"] == "DIRECTORY"
+            except Exception as exc:  # every failure counts, whatever it is
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
 # --------------------------------------------------------------------------- the commands
 
 
