@@ -35,6 +35,11 @@ async def _run(args: argparse.Namespace, early_stop: list[int]) -> int:
         print(f"hdfs2kafka: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     logs.configure(cfg.daemon.log_level, cfg.daemon.log_format)
+    if cfg.hdfs.reader == "native" and cfg.hdfs.user:
+        # hdfs-native reads HADOOP_USER_NAME at every connection: set it once, before threads.
+        from hdfsread.native import use_hdfs_user
+
+        use_hdfs_user(cfg.hdfs.user)
     daemon = Daemon(cfg)
     daemon.early_stop = early_stop
     from pipeline.http import HttpBindError, HttpTlsError
