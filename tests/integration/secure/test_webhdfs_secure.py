@@ -38,31 +38,6 @@ from hdfswatch.errors import AccessError, FatalError, KerberosCredentialsError, 
 from pipeline.readers import open_reader
 
 ROOT = Path(__file__).resolve().parents[3]
-DEVSTACK = ROOT / "deploy" / "devstack" / "devstack"
-
-
-def _devstack(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(DEVSTACK), *args, "--secure"],
-                          capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def secure() -> Iterator[dict[str, str]]:
-    """The secure stack up (started if it is not), its `env --secure` exports in this
-    process's environment for the module."""
-    if _devstack("status", timeout=60).returncode != 0:
-        up = _devstack("up")
-        assert up.returncode == 0, up.stderr[-3000:]
-    out = _devstack("env", timeout=60)
-    assert out.returncode == 0, out.stderr
-    env = {}
-    for line in out.stdout.splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key] = value
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        yield env
 
 
 @pytest.fixture(scope="module")
