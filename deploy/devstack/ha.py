@@ -701,18 +701,7 @@ def cmd_status(_args: list[str]) -> int:
 
 
 def cmd_logs(args: list[str]) -> int:
-    lines = 50
-    wanted = []
-    it = iter(args)
-    for a in it:
-        if a in ("-n", "--lines"):
-            lines = int(next(it))
-        else:
-            wanted.append(a)
-    for role in wanted or roles():
-        print(f"==> {ds.log_file(role)} <==")
-        print(ds._tail(ds.log_file(role), lines))
-    return 0
+    return ds.cmd_logs(args, roles())
 
 
 def cmd_down(_args: list[str]) -> int:

@@ -1038,18 +1038,7 @@ def cmd_status(_args: list[str]) -> int:
 
 
 def cmd_logs(args: list[str]) -> int:
-    lines = 50
-    roles = []
-    it = iter(args)
-    for a in it:
-        if a in ("-n", "--lines"):
-            lines = int(next(it))
-        else:
-            roles.append(a)
-    for role in roles or list(ROLES):
-        print(f"==> {ds.log_file(role)} <==")
-        print(ds._tail(ds.log_file(role), lines))
-    return 0
+    return ds.cmd_logs(args, list(ROLES))
 
 
 def cmd_down(_args: list[str]) -> int:
