@@ -557,7 +557,15 @@ def failover(to: str | None = None) -> tuple[str | None, str, float]:
     started = time.monotonic()
     # -failover asks FROM to step down; when it cannot answer (dead), the fencing method stands
     # in, and the journal's new epoch keeps it from writing should it come back.
-    proc = hadoop_tool(HAADMIN, ["-failover", source, to])
+    # A NameNode started on existing data stays in safe mode until the DataNode has reported
+    # its blocks, and refuses to become active until then: ask again for a while.
+    deadline = time.monotonic() + 180
+    while True:
+        proc = hadoop_tool(HAADMIN, ["-failover", source, to])
+        said = (proc.stdout or "") + (proc.stderr or "")
+        if proc.returncode == 0 or "safemode" not in said.lower() or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
     _checked(proc, f"haadmin -failover {source} {to}")
     wait_for(lambda: namenode_ready(to), to, 120)
     took = time.monotonic() - started
