@@ -25,7 +25,14 @@ from typing import Any
 
 from hdfswatch.errors import ConfigError as PatternError
 from hdfswatch.patterns import PathMatcher, normalize
-from pipeline.secret import CREDENTIALS_ENV, REFERENCE, Secret, SecretUnreadable, resolve
+from pipeline.secret import (
+    CREDENTIALS_ENV,
+    REFERENCE,
+    Secret,
+    SecretUnreadable,
+    parse_properties,
+    resolve,
+)
 
 FORMATS = ("parquet", "avro", "auto")
 VALUE_FORMATS = ("json", "avro")
@@ -661,14 +668,7 @@ def _flatten(t: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def read_properties(path: Path) -> dict[str, str]:
     """Java .properties (the subset client.properties files use: key=value, # comments)."""
-    props: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith(("#", "!")):
-            continue
-        key, _, value = line.partition("=") if "=" in line else line.partition(":")
-        props[key.strip()] = value.strip()
-    return props
+    return parse_properties(path.read_text())
 
 
 _JAAS_FIELD = re.compile(r'(username|password)\s*=\s*"([^"]*)"')

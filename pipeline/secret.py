@@ -104,7 +104,7 @@ def resolve(text: str, base: Path, env: Mapping[str, str] | None = None) -> Secr
     path = Path(path_text) if Path(path_text).is_absolute() else base / path_text
     if key is None:
         return Secret(_read(path, f"file {path}"), f"file {path}")
-    props = _properties(_read(path, f"file {path}", strip=False))
+    props = parse_properties(_read(path, f"file {path}", strip=False))
     if key not in props:
         raise SecretUnreadable(f"file {path} has no key {key!r}")
     if not props[key]:
@@ -132,7 +132,8 @@ def _read(path: Path, what: str, strip: bool = True) -> str:
     return text
 
 
-def _properties(text: str) -> dict[str, str]:
+def parse_properties(text: str) -> dict[str, str]:
+    """Java .properties text (the subset client.properties files use: key=value, # comments)."""
     props: dict[str, str] = {}
     for line in text.splitlines():
         line = line.strip()
