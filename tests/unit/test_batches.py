@@ -321,6 +321,23 @@ def test_many_keyed_rows_take_the_path_without_the_gil() -> None:
     assert placed == {k: kafka_index(k, 12) for k in keys}
 
 
+def test_threads_building_at_once_get_what_one_thread_gets() -> None:
+    # the hashing and copying run without the GIL: workers build side by side
+    from concurrent.futures import ThreadPoolExecutor
+
+    values, keys, headers = rows(6000, seed=2)
+    values, keys, headers = values * 2, (keys or []) * 2, (headers or []) * 2
+
+    def build() -> list[tuple[int, int, bytes]]:
+        return [(i, c, bytes(b)) for i, c, b in _batches.build(values, keys, headers, 5, 2,
+                                                               256 * 1024, TS)]
+
+    alone = build()
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: build(), range(8)))
+    assert all(result == alone for result in results)
+
+
 # ---------------------------------------------------------------- what aiokafka calls
 
 
