@@ -25,6 +25,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from pipeline import looplag
 from pipeline.secret import redact
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
     lag = None
     if daemon.namenode_txid is not None and daemon.edit_txid is not None:
         lag = max(0, daemon.namenode_txid - daemon.edit_txid)
-    return {
+    doc: dict[str, Any] = {
         "instance_id": daemon.config.daemon.instance_id,
         "ready": daemon.ready,
         "uptime_s": round(time.time() - daemon.started_unix, 1),
@@ -137,6 +138,11 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
         "files_in_flight": files,
         "last_errors": daemon.last_errors[-10:],
     }
+    # The event loop's largest stall since start (pipeline/looplag.py), once its monitor runs.
+    loop_lag = looplag.status_document(getattr(daemon, "loop_lag", None))
+    if loop_lag is not None:
+        doc["event_loop"] = loop_lag
+    return doc
 
 
 class HttpServer:

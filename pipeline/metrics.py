@@ -11,9 +11,15 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from pipeline.kafka.transaction import Committed
+from pipeline.looplag import LoopLagMonitor
 
 if TYPE_CHECKING:
     from pipeline.daemon import Daemon
@@ -157,3 +163,21 @@ class _StateCollector:
                     labels=["source"], samples=bytes_s)
         yield gauge("source_paused", "1 while a source is paused or stopped by its error policy",
                     labels=["source"], samples=paused)
+        yield from _loop_lag_metrics(getattr(d, "loop_lag", None))
+
+
+def _loop_lag_metrics(monitor: LoopLagMonitor | None) -> Iterator[Metric]:
+    """The event loop's stalls (pipeline/looplag.py): how late each wake-up of a task sleeping
+    a few ms came, and the largest since start. Nothing while no monitor runs."""
+    if monitor is None:
+        return
+    snap = monitor.snapshot()
+    hist = HistogramMetricFamily(
+        f"{PREFIX}_event_loop_lag_seconds",
+        f"How late the event loop woke a task sleeping {snap.interval_s * 1000:g} ms (a stall of the "
+        "loop delays every send, commit and answer by as much)")
+    hist.add_metric([], [(f"{b:g}", float(n)) for b, n in snap.buckets] + [("+Inf", float(snap.wakeups))],
+                    sum_value=snap.sum_lag_s)
+    yield hist
+    yield GaugeMetricFamily(f"{PREFIX}_event_loop_lag_max_seconds",
+                            "The event loop's largest stall since the daemon started", value=snap.max_lag_s)
