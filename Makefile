@@ -5,7 +5,7 @@ DEVSTACK := deploy/devstack/devstack
 
 .PHONY: demo test unit soak stack secure-stack ha-stack tools down lint types bench
 
-$(VENV)/.installed: pyproject.toml pipeline/encoders/_rows.c
+$(VENV)/.installed: pyproject.toml pipeline/encoders/_rows.c pipeline/kafka/_batches.c
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'

@@ -48,9 +48,10 @@ from pipeline.config import Config, SourceConfig
 from pipeline.intake import Intake
 from pipeline.items import FileQuarantined, FileWork
 from pipeline.kafka import errors as kafka_errors
-from pipeline.kafka.client import start_transactional_producer, stop_producer
+from pipeline.kafka.client import batch_settings, start_transactional_producer, stop_producer
 from pipeline.kafka.committer import Committer
 from pipeline.kafka.errors import CommitterError, Fenced, RecordsRefused
+from pipeline.kafka.layout import RecordLayout
 from pipeline.kafka.ledger_io import claim_ledger, ensure_ledger_topic, read_ledger
 from pipeline.kafka.transaction import CommitStats, Committed, TransactionBuilder
 from pipeline.ledger import FileEntry, LedgerState
@@ -326,8 +327,11 @@ class Daemon:
 
     def _build_flow(self, producer: Any, state: LedgerState) -> FlowState:
         d = self.config.daemon
+        max_batch_bytes, compression = batch_settings(self.config.kafka.client)
+        layout = RecordLayout(max_batch_bytes=max_batch_bytes, compression=compression,
+                              batch_limits=self.batch_limits, partitions_for=producer.partitions_for)
         builder = TransactionBuilder(state, retention_ms=int(d.ledger_retention_hours * 3600_000),
-                                     batch_limits=self.batch_limits)
+                                     batch_limits=self.batch_limits, layout=layout)
         committer = Committer(
             producer, builder, self.config.kafka.ledger_topic,
             max_rows=d.transaction_max_rows, max_bytes=d.transaction_max_bytes,
@@ -347,7 +351,7 @@ class Daemon:
             unit_rows=d.unit_rows, workers=self.workers,
             limiter=self.limiter, is_paused=self._is_paused,
             on_source_failed=self._source_failed, locate=self._locate,
-            on_read_error=self._note_error)
+            on_read_error=self._note_error, layout=layout)
         intake = Intake(state, to_committer=committer.queue, to_workers=work_queue,
                         sources=lambda: [rt.config for rt in self.sources.values()],
                         refused=self.refused, on_detected=self._on_detected,

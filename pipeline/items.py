@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipeline.ledger import FileEntry
 
@@ -43,10 +44,30 @@ class UnitRecords:
     position, where an appended Avro file would resume, or None)."""
     total_rows: int | None = None
     ready_monotonic: float | None = None
+    batches: Batches | None = None
+    """The rows as finished record batches, built in the worker's thread (`values`, `keys` and
+    `headers` are then dropped); None: the committer builds them."""
+    count: int = -1
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            self.count = len(self.values)
 
     @property
     def rows(self) -> int:
-        return len(self.values)
+        return self.count
+
+
+@dataclass
+class Batches:
+    """A unit's rows as record batches for a topic of `partitions` partitions, batches of at most
+    `limit` bytes: (partition index, batch) in file order within each index. Unkeyed rows are all
+    at index 0 (the committer picks their partition); keyed rows at their key's partition."""
+
+    partitions: int
+    limit: int
+    keyed: bool
+    batches: list[tuple[int, Any]]
 
 
 @dataclass

@@ -36,6 +36,7 @@ from hdfswatch.backoff import Backoff
 from hdfswatch.errors import AccessError, FatalError, PermanentError, TransientError
 from pipeline.config import SourceConfig
 from pipeline.items import FileFinished, FileQuarantined, FilesRecorded, FileWork, Item, UnitRecords
+from pipeline.kafka.layout import RecordLayout
 from pipeline.ledger import FileEntry, advance
 from pipeline.positions import (
     AvroPosition,
@@ -203,8 +204,10 @@ class WorkerPool:
                  limiter: Any = None, is_paused: Callable[[str], bool] | None = None,
                  on_source_failed: Callable[[str, str], None] | None = None,
                  locate: Callable[[FileEntry, SourceConfig], Awaitable[str | None]] | None = None,
-                 on_read_error: Callable[[str, str], None] | None = None
-                 ) -> None:
+                 on_read_error: Callable[[str, str], None] | None = None,
+                 layout: RecordLayout | None = None) -> None:
+        self.layout = layout
+        """Builds each unit's record batches in the worker's thread (None: the committer does)."""
         self.on_read_error = on_read_error
         """Told (source, message) of each failed read that is retried, for /status."""
         self.queue = queue
@@ -389,9 +392,20 @@ class WorkerPool:
 
     async def _stream(self, work: FileWork, source: SourceConfig, prog: Progress) -> None:
         loop = asyncio.get_running_loop()
+        layout = self.layout
+        if layout is not None:
+            await layout.learn(source.topic)
         units = await loop.run_in_executor(
             self._executor, lambda: self.opener.open(work, source, lambda: self._unit_rows(source.name)))
         sentinel = object()
+        spread = work.entry.file_id
+
+        def next_unit() -> object:
+            # Read, decode, encode and build the record batches: all in this thread.
+            item = next(units, sentinel)
+            if layout is not None and isinstance(item, UnitRecords):
+                layout.prebuild(item, spread)
+            return item
         while True:
             while self.is_paused(source.name):  # noqa: ASYNC110 - pause is a flag set from outside
                 await asyncio.sleep(0.05)
@@ -399,10 +413,11 @@ class WorkerPool:
                 log.info("source removed; stopping at a unit boundary", source=source.name,
                          path=work.entry.path, position=prog.position)
                 return
-            item = await loop.run_in_executor(self._executor, next, units, sentinel)
+            item = await loop.run_in_executor(self._executor, next_unit)
             if item is sentinel:
                 return
             if isinstance(item, UnitRecords):
+                spread += 1
                 if self.limiter is not None:
                     await self.limiter.acquire(source.name, item.rows, item.nbytes)
                 await self.out.put(item)

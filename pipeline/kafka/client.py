@@ -36,6 +36,13 @@ CONNECTION_ARGS = frozenset({
 PRODUCER_STOP_TIMEOUT_S = 10.0
 
 
+def batch_settings(settings: Mapping[str, Any] | None) -> tuple[int, str | None]:
+    """The producer's record batch size and compression codec (None: none), as the daemon's
+    producer gets them from `config.kafka.client`."""
+    merged = {**PRODUCER_DEFAULTS, **(settings or {})}
+    return int(merged["max_batch_size"]), merged.get("compression_type") or None
+
+
 def client_args(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     """aiokafka keyword arguments from `config.kafka.client` (None: a plain connection).
 

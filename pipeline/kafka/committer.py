@@ -4,7 +4,10 @@ Workers decode and encode in parallel and hand finished units here through a bou
 (the queue is the backpressure: a slow broker slows reading). The committer keeps one
 transaction open at a time, takes items in queue order (so each file's rows keep file order)
 and commits when the transaction holds `max_rows` rows or `max_bytes` bytes or has been open
-`max_ms`. What a transaction carries, and what each failure calls for, is decided by the
+`max_ms`, or as soon as it ends a file with nothing else waiting (a file's last rows are
+readable a commit after they arrive, not `max_ms` later). Rows arrive as finished record
+batches, built in the workers' threads (pipeline/kafka/layout.py): here they are only handed
+to the producer. What a transaction carries, and what each failure calls for, is decided by the
 `TransactionBuilder` (pipeline/kafka/transaction.py); this loop only sends, awaits, commits and
 aborts, through aiokafka's producer API, each wait bounded (aiokafka retries a batch without end
 while the broker is away, and a commit waits for those batches).
@@ -55,7 +58,8 @@ class Committer:
         self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=queue_size)
         self.wait_timeout_s = wait_timeout_s
         self.on_commit = on_commit
-        self._partitions: dict[str, list[int]] = {}
+        # The flow's topic partitions, shared with the workers that build batches.
+        self._partitions = builder.layout.partitions
         self._futures: list[asyncio.Future[Any]] = []
         self._stopping = False
 
@@ -81,7 +85,7 @@ class Committer:
                 await self._commit()
                 continue
             if b.due(max_rows=self.max_rows, max_bytes=self.max_bytes, max_ms=self.max_ms,
-                     draining=self._stopping and self.queue.empty()):
+                     draining=self._stopping and self.queue.empty(), idle=self.queue.empty()):
                 await self._commit()
 
     # ---- one transaction
@@ -134,47 +138,20 @@ class Committer:
         return bool(cluster.brokers()) and topic not in cluster.topics()
 
     async def _send(self, run: Run) -> None:
-        if run.partition is None or run.file_id is None:
+        if not run.batches:
             for i, value in enumerate(run.values):
                 await self._send_one(run.topic, value, run.keys[i] if run.keys else None, run.partition)
             return
-        producer = self.producer
-        limit = run.max_batch_bytes
-        keys, headers = run.keys, run.headers
-        batch = producer.create_batch()
-        append = batch.append
-        records = size = 0
         try:
-            for i, v in enumerate(run.values):
-                k = keys[i] if keys is not None else None
-                h = list(headers[i]) if headers is not None else []
-                meta = None
-                if limit is None or records == 0 or size + len(v) + 64 <= limit:
-                    meta = append(timestamp=None, key=k, value=v, headers=h)
-                if meta is None:
-                    await self._submit(batch, run, records, size)
-                    batch = producer.create_batch()
-                    append = batch.append
-                    records = size = 0
-                    meta = append(timestamp=None, key=k, value=v, headers=h)
-                    if meta is None:
-                        await self._abort()
-                        raise self.builder.record_too_large(run, len(v))
-                records += 1
-                size += meta.size
-            if records:
-                await self._submit(batch, run, records, size)
-        except CommitterError:
-            raise
+            for batch in run.batches:
+                fut = await asyncio.wait_for(
+                    self.producer.send_batch(batch, run.topic, partition=run.partition),
+                    self.wait_timeout_s)
+                self._futures.append(fut)
+                self.builder.sent(Send(run.topic, batch.record_count(), batch.size(), run.file_id,
+                                       run.source))
         except Exception as exc:
-            await self._fail(exc, "send", refused_by=(run.file_id, run.source or ""))
-
-    async def _submit(self, batch: Any, run: Run, records: int, size: int) -> None:
-        batch.close()
-        fut = await asyncio.wait_for(
-            self.producer.send_batch(batch, run.topic, partition=run.partition), self.wait_timeout_s)
-        self._futures.append(fut)
-        self.builder.sent(Send(run.topic, records, size, run.file_id, run.source))
+            await self._fail(exc, "send", refused_by=(run.file_id or 0, run.source or ""))
 
     async def _send_one(self, topic: str, value: bytes | None, key: bytes | None,
                         partition: int | None) -> None:

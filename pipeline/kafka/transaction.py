@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import structlog
@@ -33,6 +34,7 @@ import structlog
 from pipeline.items import FileFinished, FileQuarantined, FilesRecorded, Item, UnitRecords
 from pipeline.kafka import errors as kafka_errors
 from pipeline.kafka.errors import Action, CommitterError, DeliveryTimeout, Fenced, RecordsRefused
+from pipeline.kafka.layout import RecordLayout
 from pipeline.ledger import (
     ACTIVE,
     DONE,
@@ -51,19 +53,20 @@ Headers = Sequence[Sequence[tuple[str, bytes]]]
 
 @dataclass(frozen=True)
 class Run:
-    """Records to send to one partition (None: Kafka's choice), in order: one file's rows, or a
-    dead-letter record. Sent as record batches of at most `max_batch_bytes` when that is set."""
+    """Records to send to one partition (None: Kafka's choice), in order: one file's rows as
+    finished record batches (`batches`), or single records (`values`, `keys`: a dead-letter
+    record)."""
 
     topic: str
     partition: int | None
-    values: Sequence[bytes]
+    values: Sequence[bytes] = ()
     keys: Sequence[bytes | None] | None = None
-    headers: Headers | None = None
     file_id: int | None = None
     """The file whose rows these are; None for dead-letter records."""
     source: str | None = None
     start: str | None = None
-    max_batch_bytes: int | None = None
+    batches: Sequence[Any] = ()
+    """`pipeline.kafka.batches.PrebuiltBatch`es, each handed to the producer as it is."""
 
 
 @dataclass(frozen=True)
@@ -124,12 +127,13 @@ class TransactionBuilder:
     kept by the daemon across flows. `wall_ms` and `monotonic` are the clocks (injectable)."""
 
     def __init__(self, state: LedgerState, *, retention_ms: int,
-                 batch_limits: dict[str, int] | None = None,
+                 batch_limits: dict[str, int] | None = None, layout: RecordLayout | None = None,
                  wall_ms: Callable[[], int] = now_ms,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.state = state
         self.retention_ms = retention_ms
         self.batch_limits = batch_limits if batch_limits is not None else {}
+        self.layout = layout or RecordLayout(batch_limits=self.batch_limits)
         self._wall_ms = wall_ms
         self._monotonic = monotonic
         self._round_robin: dict[int, int] = {}
@@ -142,6 +146,7 @@ class TransactionBuilder:
         self.rows = 0
         self.nbytes = 0
         self.items: list[Item] = []
+        self.ends_file = False
         self.sends: list[Send] = []
         self._ledger: dict[bytes, bytes | None] = {}
         self._entries: dict[int, FileEntry] = {}
@@ -183,12 +188,15 @@ class TransactionBuilder:
                               rows=entry.rows + item.rows))
             self.rows += item.rows
             self.nbytes += item.nbytes
+            self.ends_file = self.ends_file or item.final
             return runs
         if isinstance(item, FileFinished):
+            self.ends_file = True
             entry = self.entry(item.file_id)
             self._put(advance(entry, state=DONE, next=item.end or entry.next, reason=None))
             return []
         if isinstance(item, FileQuarantined):
+            self.ends_file = True
             entry = item.entry or self.entry(item.file_id)
             self._put(advance(entry, state=QUARANTINED, reason=item.reason,
                               next=item.position or entry.next))
@@ -214,31 +222,27 @@ class TransactionBuilder:
 
     def _runs(self, unit: UnitRecords, parts: list[int]) -> list[Run]:
         n = len(parts)
-        limit = self.batch_limits.get(unit.topic)
         # A file's units rotate over the partitions, each unit (its null-key rows) on one, so
         # that each partition sees the file's rows in file order.
         rr = self._round_robin.get(unit.file_id, unit.file_id % n)
         self._round_robin[unit.file_id] = rr + 1
-
-        def run(partition: int, values: Sequence[bytes], keys: Sequence[bytes | None] | None,
-                headers: Headers | None) -> Run:
-            return Run(unit.topic, partition, values, keys, headers, unit.file_id, unit.source,
-                       unit.start, limit)
-
-        if unit.keys is None or n == 1:
-            return [run(parts[rr % n] if unit.keys is None else parts[0], unit.values, unit.keys,
-                        unit.headers)]
-        from aiokafka.partitioner import murmur2
-
-        # Keyed rows go by key, as Kafka's default partitioner places them.
-        groups: dict[int, list[int]] = {}
-        for i, k in enumerate(unit.keys):
-            p = (murmur2(k) & 0x7FFFFFFF) % n if k is not None else rr % n
-            groups.setdefault(p, []).append(i)
-        keys, headers = unit.keys, unit.headers
-        return [run(parts[p], [unit.values[i] for i in idx], [keys[i] for i in idx],
-                    [headers[i] for i in idx] if headers else None)
-                for p, idx in groups.items()]
+        if not self.layout.current(unit, n):
+            if unit.batches is not None:
+                # Built in the worker for a layout that changed since (more partitions, a lower
+                # batch limit learned from a refusal): its rows are gone, the flow starts over.
+                raise CommitterError(f"the rows of file {unit.file_id} at {unit.start} were built "
+                                     f"for another layout of topic {unit.topic!r}")
+            unit.batches = self.layout.build(unit, n, rr)
+        built = unit.batches
+        assert built is not None
+        by_index: dict[int, list[Any]] = {}
+        for index, batch in built.batches:
+            by_index.setdefault(index, []).append(batch)
+        # Unkeyed rows are all at index 0 and take the unit's partition; keyed rows went where
+        # Kafka's default partitioner puts them.
+        return [Run(unit.topic, parts[index] if built.keyed else parts[rr % n], file_id=unit.file_id,
+                    source=unit.source, start=unit.start, batches=batches)
+                for index, batches in by_index.items()]
 
     def sent(self, send: Send) -> None:
         """A send of this transaction went out (its result is awaited before the commit)."""
@@ -246,9 +250,14 @@ class TransactionBuilder:
 
     # ---- when to commit
 
-    def due(self, *, max_rows: int, max_bytes: int, max_ms: int, draining: bool = False) -> bool:
+    def due(self, *, max_rows: int, max_bytes: int, max_ms: int, draining: bool = False,
+            idle: bool = False) -> bool:
+        """Commit when the transaction is full (rows, bytes), old (`max_ms`), the flow drains, or
+        it ends a file and nothing else is waiting (`idle`): a file's last rows are then visible
+        at once instead of after `max_ms`, while a busy flow still fills its transactions."""
         return self.open and (self.rows >= max_rows or self.nbytes >= max_bytes
-                              or self._monotonic() - self.started >= max_ms / 1000 or draining)
+                              or self._monotonic() - self.started >= max_ms / 1000 or draining
+                              or (idle and self.ends_file))
 
     def seconds_left(self, max_ms: int) -> float | None:
         """How long the open transaction may still wait for items (None: none is open)."""
@@ -363,13 +372,6 @@ class TransactionBuilder:
             return RecordsRefused(f"{what} refused: {describe(exc)}",
                                   {file_id: (source, f"Kafka refused its records: {describe(exc)}")}), True
         return CommitterError(f"transaction {what} failed: {describe(exc)}"), True
-
-    def record_too_large(self, run: Run, nbytes: int) -> RecordsRefused:
-        """A single record that no record batch can hold: its file is refused."""
-        return RecordsRefused(
-            f"a record of {nbytes} bytes is larger than a record batch may be",
-            {run.file_id or 0: (run.source or "", f"at {run.start}: a row encodes to {nbytes} bytes, "
-                                "more than a Kafka record batch may hold here")})
 
 
 def describe(exc: BaseException) -> str:

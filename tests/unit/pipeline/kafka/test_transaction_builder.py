@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, Prod
 
 from pipeline.items import FileFinished, FileQuarantined, FilesRecorded, UnitRecords
 from pipeline.kafka.errors import CommitterError, Fenced, RecordsRefused
-from pipeline.kafka.transaction import Send, TransactionBuilder
+from pipeline.kafka.transaction import Run, Send, TransactionBuilder
 from pipeline.ledger import DONE, PENDING, QUARANTINED, FileEntry, LedgerState
 
 pytestmark = pytest.mark.unit
@@ -40,6 +40,19 @@ class Kafka:
         for k, v in self.ledger:
             st.apply(k, v)
         return st
+
+
+def records(run: Run) -> list[tuple[bytes | None, bytes]]:
+    """(key, value) of a run's records, read back from its record batches by aiokafka's reader."""
+    from aiokafka.record.memory_records import MemoryRecords
+
+    out = []
+    for batch in run.batches:
+        batch._set_producer_state(1, 0, 0)
+        found = MemoryRecords(bytes(batch._build())).next_batch()
+        assert found is not None and found.validate_crc()
+        out.extend((r.key, r.value) for r in found)
+    return out
 
 
 def rows_of(fid: int, n: int) -> list[bytes]:
@@ -74,7 +87,7 @@ def life(kafka: Kafka, files: dict[int, int], *, unit_rows: int, partitions: lis
     def add(item: object) -> None:
         for run in b.add(item, partitions):  # type: ignore[arg-type]
             assert run.partition is not None and run.file_id is not None
-            open_rows.extend((run.file_id, run.partition, v) for v in run.values)
+            open_rows.extend((run.file_id, run.partition, v) for _, v in records(run))
         step()
         if len(b.items) >= commit_every:
             commit()
@@ -160,14 +173,14 @@ def test_keyed_rows_go_to_the_key_partition_and_null_keys_stay_with_their_unit()
     runs = b.add(unit(1, 0, 5, 5, keys=keys), [0, 1, 2, 3])
     from aiokafka.partitioner import murmur2
 
-    where = {}
+    where: dict[bytes | None, set[int | None]] = {}
     for run in runs:
-        for k in run.keys or []:
+        for k, _ in records(run):
             where.setdefault(k, set()).add(run.partition)
             if k is not None:
                 assert run.partition == (murmur2(k) & 0x7FFFFFFF) % 4
     assert len(where[None]) == 1  # the unit's null-key rows: one partition
-    assert sorted(v for run in runs for v in run.values) == sorted(rows_of(1, 5))
+    assert sorted(v for run in runs for _, v in records(run)) == sorted(rows_of(1, 5))
 
 
 def test_a_file_that_starts_and_finishes_in_one_transaction_is_recorded_done_once() -> None:
@@ -229,16 +242,24 @@ def test_a_refused_single_record_quarantines_its_file_and_a_refused_batch_shrink
     assert isinstance(error, RecordsRefused) and error.files == {} and abort
     assert limits == {"t": 200_000}
     b.add(FilesRecorded(entries=[pending(5)]))
-    assert all(run.max_batch_bytes == 200_000 for run in b.add(unit(5, 0, 3, 3), [0]))
+    big = UnitRecords(file_id=5, source="s", topic="t", start="0", end=None,
+                      values=[bytes(1000)] * 500, keys=None, headers=None, nbytes=500_000, final=True)
+    (run,) = b.add(big, [0])
+    assert len(run.batches) == 3 and all(batch.size() <= 200_000 for batch in run.batches)
     assert b.after_sends([]) is None
 
 
-def test_a_row_no_batch_can_hold_is_refused_for_its_file() -> None:
+def test_a_unit_built_for_another_layout_ends_the_flow_instead_of_going_out_wrong() -> None:
+    """Built in a worker for a 2-partition topic that has 3 partitions now: its keyed rows would
+    land where Kafka's partitioner does not put them; the flow starts over from the ledger."""
     b = TransactionBuilder(LedgerState("edge"), retention_ms=WEEK, wall_ms=lambda: NOW)
     b.add(FilesRecorded(entries=[pending(4)]))
-    (run,) = b.add(unit(4, 0, 1, 1), [0])
-    error = b.record_too_large(run, 2_000_000)
-    assert set(error.files) == {4} and "2000000 bytes" in error.files[4][1]
+    keyed = unit(4, 0, 3, 3, keys=[b"a", b"b", b"c"])
+    b.layout.partitions["t"] = [0, 1]
+    b.layout.prebuild(keyed, spread=0)
+    assert keyed.batches is not None and keyed.values == []
+    with pytest.raises(CommitterError, match="another layout"):
+        b.add(keyed, [0, 1, 2])
 
 
 def test_a_quarantine_records_the_reason_and_sends_a_dead_letter() -> None:
