@@ -44,6 +44,7 @@ from hdfswatch.backoff import Backoff
 from pipeline import config as config_mod
 from pipeline import ledger as ledger_mod
 from pipeline import logs
+from pipeline import looplag
 from pipeline.config import Config, SourceConfig
 from pipeline.intake import Intake
 from pipeline.items import FileQuarantined, FileWork
@@ -123,6 +124,7 @@ class Daemon:
         self.batch_limits: dict[str, int] = {}
         self.stats = CommitStats()  # what was committed, over the daemon's life
         self.backoff = Backoff(initial=1.0, cap=30.0)  # between lives that failed in a row
+        self.loop_lag: looplag.LoopLagMonitor | None = None  # the event loop's stalls, while it runs
 
     # ------------------------------------------------------------------ life
 
@@ -135,6 +137,7 @@ class Daemon:
         # is blocked (SIGUSR2), to the log: for a daemon that seems stuck.
         loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
         faulthandler.register(signal.SIGUSR2, all_threads=True)
+        self.loop_lag = looplag.start(loop)
         if self.early_stop:
             self.request_stop()
         log.info("starting", instance_id=self.config.daemon.instance_id,
@@ -197,6 +200,7 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
             faulthandler.unregister(signal.SIGUSR2)
+            self.loop_lag.stop()
             if self.read_stack is not None:
                 await asyncio.to_thread(self.read_stack.close)
             if self.namenode is not None:
