@@ -43,8 +43,7 @@ import structlog
 from hdfswatch.backoff import Backoff
 from pipeline import config as config_mod
 from pipeline import ledger as ledger_mod
-from pipeline import logs
-from pipeline import looplag
+from pipeline import logs, looplag
 from pipeline.config import Config, SourceConfig
 from pipeline.intake import Intake
 from pipeline.items import FileQuarantined, FileWork
