@@ -173,7 +173,7 @@ class Intake:
                 continue
             entry = FileEntry(source=src.name, path=r.path, file_id=r.file_id, size=r.size, mtime=r.mtime,
                               ready_txid=r.txid, ready_ms=ledger_mod.now_ms(), next=start)
-            known = self.state.files.get(r.file_id)
+            known = self.state.get(r.file_id)
             if known is not None and verdict in ("appended", "changed"):
                 # The same file: its rows already streamed still count.
                 entry = ledger_mod.advance(entry, rows=known.rows)

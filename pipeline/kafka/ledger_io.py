@@ -71,35 +71,166 @@ async def ensure_ledger_topic(kafka: KafkaConfig) -> None:
                                           "be compact (delete it, or set cleanup.policy=compact)")
 
 
+FETCH_BYTES = 8 * 1024 * 1024
+"""Bytes one fetch of the ledger asks for: a few large fetches, not thousands of small ones."""
+FOLD_RECORDS = 2048
+"""Records handed to the loader at once (its values are parsed in one call; more is slower)."""
+
+
 async def read_ledger(kafka: KafkaConfig, state: LedgerState, timeout_s: float = 120.0) -> LedgerState:
     """Fold every committed record of the ledger into `state` and return it.
 
     Call only after the transactional producer has started: that fences a dead writer and aborts
     its open transaction, so the last stable offset reaches the end of the topic.
+
+    The records are fetched read_committed with the consumer's own connection, and their
+    batches are handed whole to the state's `Loader` (no consumer record object per record);
+    the next fetch is in flight while a response is folded. A client without that connection
+    falls back to the consumer's own fetching.
     """
     from aiokafka import TopicPartition
 
     topic = kafka.ledger_topic
     consumer: Any = committed_consumer(kafka.bootstrap, settings=kafka.client,
-                                       max_partition_fetch_bytes=8 * 1024 * 1024)
+                                       max_partition_fetch_bytes=FETCH_BYTES, fetch_max_bytes=FETCH_BYTES)
     await start_client(consumer, "starting the ledger reader")
     try:
         tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while await consumer.position(tp) < end:
-            if loop.time() > deadline:
-                raise LedgerError(f"reading ledger topic {topic!r} timed out at offset "
-                                  f"{await consumer.position(tp)} of {end}")
-            batch = await consumer.getmany(tp, timeout_ms=500, max_records=10_000)
-            for msg in batch.get(tp, []):
-                state.apply(msg.key, msg.value)
+        loader = state.loader()
+        client = getattr(consumer, "_client", None)
+        if client is not None and hasattr(client, "send") and hasattr(client, "cluster"):
+            start = (await consumer.beginning_offsets([tp]))[tp]
+            end = (await consumer.end_offsets([tp]))[tp]
+            await _fetch_and_fold(client, tp, start, end, loader, deadline)
+        else:  # pragma: no cover - another aiokafka
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            while await consumer.position(tp) < end:
+                if loop.time() > deadline:
+                    raise LedgerError(f"reading ledger topic {topic!r} timed out at offset "
+                                      f"{await consumer.position(tp)} of {end}")
+                batch = await consumer.getmany(tp, timeout_ms=500, max_records=100_000)
+                loader.add(batch.get(tp, []))
+        loader.finish()
     finally:
         await consumer.stop()
     return state
+
+
+async def _fetch_and_fold(client: Any, tp: Any, start: int, end: int, loader: Any, deadline: float) -> None:
+    """Fetch [start, end) of the partition read_committed and fold it, one fetch ahead."""
+    loop = asyncio.get_running_loop()
+    pos = start
+    pending: asyncio.Task[Any] | None = None
+    try:
+        while pos < end:
+            if pending is None:
+                pending = asyncio.ensure_future(_fetch(client, tp, pos, deadline))
+            fetched_at = pos
+            aborted, records = await pending
+            pending = None
+            batches = []
+            while records.has_next():
+                b = records.next_batch()
+                if b is None:
+                    break
+                batches.append(b)
+            if batches:
+                pos = max(pos, batches[-1].next_offset)
+            elif loop.time() > deadline:
+                raise LedgerError(f"reading ledger topic {tp.topic!r} timed out at offset {pos} of {end}")
+            else:
+                await asyncio.sleep(0.1)  # nothing committed past `pos` yet
+            if pos < end:
+                pending = asyncio.ensure_future(_fetch(client, tp, pos, deadline))
+            _fold_batches(batches, aborted, fetched_at, loader)
+    finally:
+        if pending is not None:
+            pending.cancel()
+            try:
+                await pending
+            except BaseException:
+                pass
+
+
+async def _fetch(client: Any, tp: Any, offset: int, deadline: float) -> tuple[list[tuple[int, int]], Any]:
+    """One read_committed fetch at `offset`: (aborted transactions, MemoryRecords). Retries
+    what a leader change or a busy broker answers, until `deadline`."""
+    from aiokafka import errors as Errors
+    from aiokafka.protocol.fetch import FetchRequest
+    from aiokafka.record.memory_records import MemoryRecords
+
+    loop = asyncio.get_running_loop()
+    while True:
+        error: Exception
+        node = client.cluster.leader_for_partition(tp)
+        if node is None or node == -1:
+            error = Errors.LeaderNotAvailableError(f"no leader for {tp}")
+        else:
+            request = FetchRequest(500, 1, FETCH_BYTES, 1, [(tp.topic, [(tp.partition, offset, FETCH_BYTES)])])
+            try:
+                response = await client.send(node, request)
+            except Errors.KafkaError as exc:
+                error = exc
+            else:
+                for _topic, partitions in response.topics:
+                    for partition, code, _highwater, *data in partitions:
+                        if partition != tp.partition:
+                            continue
+                        if code == 0:
+                            # v4: lso, aborted, records; v5-10: lso, log start, aborted, records;
+                            # v11+: lso, log start, aborted, preferred replica, records.
+                            aborted = data[2] if response.API_VERSION >= 11 else data[-2]
+                            return list(aborted or []), MemoryRecords(data[-1])
+                        error = Errors.for_code(code)(f"fetching {tp} at {offset}")
+                        break
+                    else:
+                        continue
+                    break
+                else:
+                    error = Errors.KafkaError(f"no data for {tp} in the fetch response")
+        retriable = getattr(error, "retriable", False) or getattr(error, "invalid_metadata", False)
+        if not retriable or loop.time() > deadline:
+            raise LedgerError(f"reading ledger topic {tp.topic!r} at offset {offset}: "
+                              f"{type(error).__name__}: {error}")
+        if getattr(error, "invalid_metadata", False) or node is None or node == -1:
+            client.force_metadata_update()
+        await asyncio.sleep(0.2)
+
+
+def _fold_batches(batches: list[Any], aborted_transactions: list[tuple[int, int]], fetched_at: int,
+                  loader: Any) -> None:
+    """Hand the records of the committed data batches to the loader, all at once; skip control
+    batches and the batches of aborted transactions (as aiokafka's fetcher does for
+    read_committed)."""
+    from aiokafka.record.control_record import ABORT_MARKER, ControlRecord
+
+    aborted = sorted(aborted_transactions, key=lambda x: x[1])  # (producer id, first offset)
+    aborted_producers: set[int] = set()
+    records: list[Any] = []
+    for batch in batches:
+        producer_id = batch.producer_id
+        if producer_id is not None:
+            while aborted and aborted[0][1] <= batch.base_offset:
+                aborted_producers.add(aborted.pop(0)[0])
+            if batch.is_control_batch:
+                control = next(batch, None)
+                if control is not None and ControlRecord.parse(control.key) == ABORT_MARKER:
+                    aborted_producers.discard(producer_id)
+                continue
+            if batch.is_transactional and producer_id in aborted_producers:
+                continue
+        elif batch.is_control_batch:  # pragma: no cover - control batches carry a producer id
+            continue
+        if batch.base_offset < fetched_at:  # a batch the fetch started inside of
+            records.extend(r for r in batch if r.offset >= fetched_at)
+        else:
+            records.extend(batch)
+    for lo in range(0, len(records), FOLD_RECORDS):
+        loader.add(records[lo:lo + FOLD_RECORDS])
 
 
 async def claim_ledger(producer: Any, kafka: KafkaConfig, instance_id: str, owner: dict[str, Any], *,

@@ -49,6 +49,8 @@ from pipeline.ledger import (
 log = structlog.get_logger("hdfs2kafka.transaction")
 
 Headers = Sequence[Sequence[tuple[str, bytes]]]
+MAX_TOMBSTONES = 10_000
+"""Tombstones one watermark carries at most (the rest go with the next ones)."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ class TransactionBuilder:
 
     def entry(self, file_id: int) -> FileEntry:
         """The file's ledger entry as this transaction leaves it."""
-        entry = self._entries.get(file_id) or self.state.files.get(file_id)
+        entry = self._entries.get(file_id) or self.state.get(file_id)
         if entry is None:
             raise CommitterError(f"file {file_id} has no ledger entry")
         return entry
@@ -208,7 +210,7 @@ class TransactionBuilder:
             return [Run(item.dead_letter_topic, None, [payload], [entry.path.encode()])]
         assert isinstance(item, FilesRecorded)
         for e in item.entries:
-            known = self._entries.get(e.file_id) or self.state.files.get(e.file_id)
+            known = self._entries.get(e.file_id) or self.state.get(e.file_id)
             if known is not None and not known.finished:
                 self._put(advance(known, path=e.path))  # renamed while it streams
             else:
@@ -271,8 +273,8 @@ class TransactionBuilder:
 
     def compaction_due(self) -> bool:
         """Idle and finished entries to drop: a transaction of tombstones alone is due."""
-        return (not self.open and self._watermark_due() and any(
-            self.state.compactable(self.state.new_floor(self._wall_ms(), self.retention_ms))))
+        return (not self.open and self._watermark_due() and bool(
+            self.state.stale(self.state.new_floor(self._wall_ms(), self.retention_ms), limit=1)))
 
     # ---- committing
 
@@ -281,14 +283,17 @@ class TransactionBuilder:
         if self._watermark_due():
             self._last_watermark = self._monotonic()
             floor = self.state.new_floor(self._wall_ms(), self.retention_ms)
-            merged = dict(self.state.files)
-            merged.update(self._entries)
-            stale = [e for e in merged.values() if e.finished and max(e.mtime, e.ready_ms) < floor]
+            # The ledger's entries as this transaction leaves them: no copy of the state (it
+            # can hold millions of done files), its stale ids less those this one changes.
+            mine = self._entries
+            stale = [f for f in self.state.stale(floor, limit=MAX_TOMBSTONES + len(mine)) if f not in mine]
+            stale.extend(e.file_id for e in mine.values()
+                         if e.finished and max(e.mtime, e.ready_ms) < floor)
             if floor != self.state.mtime_floor or stale:
                 self._ledger[self.state.keys.watermark()] = orjson.dumps(
                     {"mtime_floor": floor, "updated_ms": self._wall_ms()})
-                for e in stale[:10_000]:
-                    self._ledger[self.state.keys.file(e.file_id)] = None
+                for fid in stale[:MAX_TOMBSTONES]:
+                    self._ledger[self.state.keys.file(fid)] = None
         return list(self._ledger.items())
 
     def committed(self) -> Committed:

@@ -336,7 +336,7 @@ class Scenario:
 
     async def ledger(self) -> dict[str, FileEntry]:
         """Each file's committed ledger entry, by path (read directly, read_committed)."""
-        state = LedgerState(self.instance_id)
+        state = LedgerState(self.instance_id, compact_done=False)  # with the done files' paths
         await read_ledger(KafkaConfig(self.kafka.bootstrap, self.ledger_topic), state, timeout_s=60)
         return {e.path: e for e in state.files.values()}
 

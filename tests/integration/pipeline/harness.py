@@ -270,7 +270,7 @@ async def ledger_entries(bootstrap: str, ledger_topic: str, instance_id: str,
     from pipeline.ledger import LedgerState
 
     state = await read_ledger(KafkaConfig(bootstrap, ledger_topic, client=settings or {}),
-                              LedgerState(instance_id))
+                              LedgerState(instance_id, compact_done=False))
     return {e.path.rsplit("/", 1)[1]: e for e in state.files.values()}
 
 
