@@ -73,7 +73,17 @@ def avro_value_encoder(source: Any, reader: Any, schema_registry: str | None,
     if getattr(reader, "format", None) == "avro" and writer_schema is not None:
         schema_id = register_blocking(schema_registry, subject, writer_schema, ca_file=ca_file)
         blocks = AvroBlockEncoder(schema_id, writer_schema, getattr(reader, "codec", "null"))
-        return lambda unit: blocks.encode(unit.avro_blocks)
+
+        def from_blocks(unit: Any) -> list[bytes]:
+            try:
+                return blocks.encode(unit.avro_blocks)
+            except ValueError:
+                # The records are split without being decoded; decoding the unit names the
+                # block, record and field at fault (CorruptFile), where it can.
+                unit.batch  # noqa: B018
+                raise
+
+        return from_blocks
     schema = arrow_to_avro_schema(reader.schema, source.topic)
     schema_id = register_blocking(schema_registry, subject, schema, ca_file=ca_file)
     rows = AvroEncoder(schema_id, schema)

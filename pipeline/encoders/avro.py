@@ -310,6 +310,7 @@ class AvroBlockEncoder:
         self.schema_id = schema_id
         self._prefix = confluent_prefix(schema_id)
         self._program = compile_avro_schema(writer_schema)
+        self.codec = codec
         self._decompress = _decompressor(codec)
 
     def encode(self, avro_blocks: bytes | memoryview) -> list[bytes]:
@@ -318,8 +319,13 @@ class AvroBlockEncoder:
     def blocks(self, avro_blocks: bytes | memoryview) -> Iterator[tuple[bytes, int]]:
         """(decompressed data, record count) of each block in file framing."""
         view = memoryview(avro_blocks)
-        for _, count, lo, hi in iter_blocks(view):  # the reader checked the sync markers
-            yield self._decompress(bytes(view[lo:hi])), count
+        for at, count, lo, hi in iter_blocks(view):  # the reader checked the sync markers
+            try:
+                data = self._decompress(bytes(view[lo:hi]))
+            except Exception as exc:  # zlib.error, cramjam's DecompressionError, ...
+                raise ValueError(f"the block at byte {at} of the unit does not decompress "
+                                 f"({self.codec}): {type(exc).__name__}: {exc}") from None
+            yield data, count
 
 
 # ----------------------------------------------------------------------------- container blocks

@@ -17,6 +17,7 @@ framed as Avro `bytes` by the compiled walker (`wrap_avro_fields`), polars-avro 
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections.abc import Iterator
@@ -196,14 +197,13 @@ class AvroReader:
             if rows == 0:
                 continue  # only empty blocks: nothing to send, the next unit starts later
             raw = b"".join(data for _, data in parts)
-            batch = self._decode_blocks(parts, raw, rows)
             yield Unit(
                 start=AvroPosition(unit_start),
                 end=AvroPosition(offset) if offset < size else None,
-                batch=batch,
                 rows=rows,
                 nbytes=nbytes,
                 avro_blocks=raw,
+                decode=functools.partial(self._decode_blocks, parts, raw, rows),
             )
 
     def _start(self, start: Position | None) -> int:

@@ -9,8 +9,7 @@ of the file.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, Protocol
 
 import pyarrow as pa
@@ -24,7 +23,6 @@ Format = Literal["parquet", "avro"]
 DEFAULT_MAX_ROWS = 65_536
 
 
-@dataclass(frozen=True)
 class Unit:
     """A unit of work read from a file.
 
@@ -33,14 +31,38 @@ class Unit:
     For Avro, `avro_blocks` holds the unit's blocks exactly as they are in the file (count, size,
     compressed data, sync marker for each), so that an Avro-to-Avro path can re-use the records
     without decoding them; the file's header and writer schema are on the reader.
+
+    `batch` is the unit's rows as Arrow. A reader may give `decode` instead, called the first
+    time `batch` is asked for: an Avro unit streamed as Avro values with no key and no headers
+    from its columns is then never decoded (its records are split from the blocks, which checks
+    each against the schema).
     """
 
-    start: Position
-    end: Position | None
-    batch: pa.RecordBatch = field(repr=False)
-    rows: int
-    nbytes: int
-    avro_blocks: bytes | None = field(default=None, repr=False)
+    __slots__ = ("_batch", "_decode", "avro_blocks", "end", "nbytes", "rows", "start")
+
+    def __init__(self, start: Position, end: Position | None, rows: int, nbytes: int, *,
+                 batch: pa.RecordBatch | None = None, avro_blocks: bytes | None = None,
+                 decode: Callable[[], pa.RecordBatch] | None = None) -> None:
+        if (batch is None) == (decode is None):
+            raise ValueError("a unit needs its batch or a way to decode it, not both")
+        self.start = start
+        self.end = end
+        self.rows = rows
+        self.nbytes = nbytes
+        self.avro_blocks = avro_blocks
+        self._batch = batch
+        self._decode = decode
+
+    @property
+    def batch(self) -> pa.RecordBatch:
+        if self._batch is None:
+            assert self._decode is not None
+            self._batch = self._decode()
+            self._decode = None
+        return self._batch
+
+    def __repr__(self) -> str:
+        return f"Unit(start={self.start}, end={self.end}, rows={self.rows}, nbytes={self.nbytes})"
 
 
 class FileReader(Protocol):

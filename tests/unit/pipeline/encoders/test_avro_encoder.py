@@ -21,6 +21,7 @@ from pipeline.encoders.avro import (
     arrow_to_avro_schema,
     compile_avro_schema,
     encode_avro_blocks,
+    read_block_head,
 )
 
 UTC = dt.UTC
@@ -223,6 +224,20 @@ def test_blocks_with_the_wrong_record_count_are_refused() -> None:
         encode_avro_blocks(program, [(block, 2)], b"")
     with pytest.raises(ValueError, match=r"ends inside a value|malformed"):
         encode_avro_blocks(program, [(block, 4)], b"")
+
+
+@pytest.mark.parametrize("codec", ["deflate", "snappy", "zstandard"])
+def test_a_block_that_does_not_decompress_is_a_value_error_naming_it(codec: str) -> None:
+    """An encode error (the file is quarantined, named), not an unknown one retried."""
+    buf = io.BytesIO()
+    fastavro.writer(buf, fastavro.parse_schema(WRITER_SCHEMA), _records(50), codec=codec)
+    data = bytearray(buf.getvalue())
+    header_end = _header_end(bytes(data))
+    blocks = data[header_end:]
+    _, start, size = read_block_head(bytes(blocks))
+    blocks[start:start + size] = bytes(size)  # the compressed data zeroed, the framing kept
+    with pytest.raises(ValueError, match=f"block at byte 0 of the unit does not decompress \\({codec}\\)"):
+        AvroBlockEncoder(9, WRITER_SCHEMA, codec).encode(bytes(blocks))
 
 
 def _header_end(data: bytes) -> int:

@@ -121,8 +121,12 @@ def _record(id_: int, branch: int, tail: bytes = b"") -> bytes:
 
 
 def _read_all(path: Path) -> list[Any]:
+    """Every unit, decoded (a unit's rows are decoded when first asked for)."""
     with LocalFile(path) as f:
-        return list(open_reader(f).units())
+        units = list(open_reader(f).units())
+    for u in units:
+        assert u.batch.num_rows == u.rows
+    return units
 
 
 def test_a_union_branch_out_of_range_names_the_file_block_and_field(tmp_path: Path) -> None:

@@ -29,9 +29,10 @@ RECORDS = avro_records(120)
 
 
 def _read_all(path: Path, fmt: str = "auto") -> None:
+    """Read and decode every unit (a unit's rows are decoded when first asked for)."""
     with LocalFile(path) as f:
-        for _ in open_reader(f, fmt).units(max_rows=30):  # type: ignore[arg-type]
-            pass
+        for unit in open_reader(f, fmt).units(max_rows=30):  # type: ignore[arg-type]
+            assert unit.batch.num_rows == unit.rows
 
 
 def _fails(path: Path, kind: type[ReadError], fmt: str = "auto") -> ReadError:
