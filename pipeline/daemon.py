@@ -56,7 +56,7 @@ from pipeline.kafka.ledger_io import claim_ledger, ensure_ledger_topic, read_led
 from pipeline.kafka.transaction import CommitStats, Committed, TransactionBuilder
 from pipeline.ledger import FileEntry, LedgerState
 from pipeline.ratelimit import GLOBAL, RateLimiter
-from pipeline.workers import FileOpener, WorkerPool
+from pipeline.workers import FileOpener, WorkerPool, WorkQueue
 
 log = structlog.get_logger("hdfs2kafka.daemon")
 
@@ -342,7 +342,7 @@ class Daemon:
             # Few units between the speed limiter and Kafka: a changed limit shows within a second.
             queue_size=max(2, self.workers), wait_timeout_s=self._wait_timeout_s(),
             on_commit=self._on_commit)
-        work_queue: asyncio.Queue[FileWork] = asyncio.Queue(maxsize=d.queue_size)
+        work_queue: asyncio.Queue[FileWork] = WorkQueue(maxsize=d.queue_size)
         pool = WorkerPool(
             queue=work_queue, out=committer.queue, sources=self._source_config,
             opener=FileOpener(self._read_stack(), self.config.kafka.schema_registry,
