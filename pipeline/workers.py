@@ -86,6 +86,19 @@ class SourceTurns:
         self._len -= 1
         return work
 
+    def append_first(self, work: FileWork) -> None:
+        """Back at the head of its source's files, its source's turn after the others'."""
+        source = work.entry.source
+        waiting = self._by_source.setdefault(source, deque())
+        waiting.appendleft(work)
+        if source in self._turns:
+            self._turns.remove(source)
+        self._turns.append(source)
+        self._len += 1
+
+    def waiting_besides(self, source: str) -> bool:
+        return any(s != source for s in self._turns)
+
     def __len__(self) -> int:
         return self._len
 
@@ -101,8 +114,25 @@ class WorkQueue(asyncio.Queue[FileWork]):
     backlog of large files waited for the whole backlog (43 s behind 12 million rows, measured);
     taken in turn, it waits at most until a worker finishes the file it is streaming."""
 
+    _queue: SourceTurns
+
     def _init(self, maxsize: int) -> None:
-        self._queue = SourceTurns()  # type: ignore[assignment]
+        self._queue = SourceTurns()
+
+    def waiting_besides(self, source: str) -> bool:
+        """A file of another source than `source` waits."""
+        return self._queue.waiting_besides(source)
+
+    def put_back(self, work: FileWork) -> None:
+        """A file a worker set aside at a unit boundary, to resume at `work.start`: first of its
+        source's files again, after the other sources' turns. It came out of this queue, so it
+        goes back even when the queue is full."""
+        self._queue.append_first(work)
+        # what put_nowait does after storing an item (asyncio.Queue keeps the same names
+        # from Python 3.8 to 3.13)
+        self._unfinished_tasks += 1  # type: ignore[attr-defined]
+        self._finished.clear()  # type: ignore[attr-defined]
+        self._wakeup_next(self._getters)  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -349,7 +379,9 @@ class WorkerPool:
                             size=work.entry.size)
             self.in_flight[work.entry.file_id] = prog
             try:
-                await self._process(work, source, prog)
+                rest = await self._process(work, source, prog)
+                if rest is not None:
+                    self.queue.put_back(rest)  # type: ignore[attr-defined]
             except SourceStopped as exc:
                 self._parked.append(work)
                 if self.on_source_failed:
@@ -363,7 +395,9 @@ class WorkerPool:
                 self.busy -= 1
                 self.in_flight.pop(work.entry.file_id, None)
 
-    async def _process(self, work: FileWork, source: SourceConfig, prog: Progress) -> None:
+    async def _process(self, work: FileWork, source: SourceConfig, prog: Progress) -> FileWork | None:
+        """Stream the file to its end or its quarantine; or, set aside at a unit boundary for
+        another source's file, return what is left of it."""
         policy = source.errors
         deadline = time.monotonic() + policy.retry_timeout_ms / 1000
         cap = policy.retry_max_delay_ms / 1000
@@ -373,11 +407,10 @@ class WorkerPool:
             bound = log.bind(source=source.name, path=work.entry.path, file_id=work.entry.file_id)
             transient = access = False
             try:
-                await self._stream(work, source, prog)
-                return
+                return await self._stream(work, source, prog)
             except FileMoved as exc:
                 if prog.handed_final:
-                    return  # renamed after its last row was read: nothing is left to follow
+                    return None  # renamed after its last row was read: nothing is left to follow
                 try:
                     found = await self.locate(work.entry, source)
                 except (asyncio.CancelledError, FatalError):
@@ -431,7 +464,7 @@ class WorkerPool:
             await self.out.put(FileQuarantined(file_id=work.entry.file_id, source=source.name,
                                                reason=reason, position=prog.position,
                                                dead_letter_topic=policy.dead_letter_topic))
-            return
+            return None
 
     @staticmethod
     def _moved(work: FileWork, path: str, prog: Progress) -> FileWork:
@@ -440,7 +473,15 @@ class WorkerPool:
         return FileWork(entry=advance(work.entry, path=path), start=prog.position,
                         ready_monotonic=work.ready_monotonic)
 
-    async def _stream(self, work: FileWork, source: SourceConfig, prog: Progress) -> None:
+    def _step_aside(self, source: str) -> bool:
+        """Every worker is busy and a file of another source waits: the file being streamed
+        makes way at this unit boundary (WorkQueue), so that a source's backlog of large
+        files delays another source's new file by a unit, not by a whole file."""
+        queue = self.queue
+        return (isinstance(queue, WorkQueue) and self.busy >= len(self._tasks)
+                and queue.waiting_besides(source))
+
+    async def _stream(self, work: FileWork, source: SourceConfig, prog: Progress) -> FileWork | None:
         loop = asyncio.get_running_loop()
         layout = self.layout
         if layout is not None:
@@ -462,10 +503,10 @@ class WorkerPool:
             if self.sources(source.name) is None:
                 log.info("source removed; stopping at a unit boundary", source=source.name,
                          path=work.entry.path, position=prog.position)
-                return
+                return None
             item = await loop.run_in_executor(self._executor, next_unit)
             if item is sentinel:
-                return
+                return None
             if isinstance(item, UnitRecords):
                 spread += 1
                 if self.limiter is not None:
@@ -475,6 +516,11 @@ class WorkerPool:
                 prog.rows_total = item.total_rows
                 prog.position = item.end
                 prog.handed_final = item.final
+                if not item.final and self._step_aside(source.name):
+                    log.debug("file set aside for another source's", source=source.name,
+                              path=work.entry.path, position=prog.position)
+                    return FileWork(entry=work.entry, start=prog.position,
+                                    ready_monotonic=work.ready_monotonic)
             else:
                 assert isinstance(item, FileFinished)
                 await self.out.put(item)

@@ -345,3 +345,43 @@ async def test_a_fatal_error_ends_the_pool_instead_of_quarantining() -> None:
     assert isinstance(failure, FatalError) and "cannot go on" in str(failure)
     assert out.empty()  # nothing quarantined: the file stays for the next run
 
+
+
+async def test_a_file_of_another_source_goes_ahead_of_a_backlog_file_at_a_unit_boundary() -> None:
+    """One worker, busy with a big file of source "big" when a file of source "small" is ready:
+    the big file makes way after its current unit and resumes where it stopped; each file's
+    rows all come, once and in order."""
+    from pipeline.workers import WorkQueue
+
+    big_rows = 20_000
+    data = {"/big/f": parquet_file(big_rows, row_group_size=1000), "/small/f": parquet_file(50)}
+    sources = {n: SourceConfig(name=n, path=f"/{n}", topic=n) for n in ("big", "small")}
+    opener = FileOpener(None, open_file=lambda e: BytesFile(e.path, data[e.path]))
+    queue = WorkQueue()
+    out: asyncio.Queue[Item] = asyncio.Queue(maxsize=1)  # the committer takes units one by one
+    pool = WorkerPool(queue=queue, out=out, sources=sources.get, opener=opener,  # type: ignore[arg-type]
+                      unit_rows=1000, workers=1)
+
+    def work(name: str, file_id: int) -> FileWork:
+        path = f"/{name}/f"
+        return FileWork(entry=FileEntry(source=name, path=path, file_id=file_id,
+                                        size=len(data[path]), mtime=0))
+
+    pool.start()
+    await queue.put(work("big", 1))
+    got: list[Item] = [await out.get()]  # the big file streams
+    await queue.put(work("small", 2))
+    try:
+        async with asyncio.timeout(20):
+            while sum(isinstance(i, UnitRecords) and i.final for i in got) < 2:
+                got.append(await out.get())
+    finally:
+        await pool.stop()
+    units_of = {fid: [i for i in got if isinstance(i, UnitRecords) and i.file_id == fid] for fid in (1, 2)}
+    rows_of = {fid: [json.loads(v)["id"] for u in us for v in u.values] for fid, us in units_of.items()}
+    assert rows_of == {1: list(range(big_rows)), 2: list(range(50))}
+    for us in units_of.values():  # each unit starts where the one before ended
+        assert all(b.start == a.end for a, b in itertools.pairwise(us))
+    # the small file came before the big one was half done
+    small_at = got.index(units_of[2][0])
+    assert sum(len(u.values) for u in units_of[1] if got.index(u) < small_at) < big_rows // 2
