@@ -233,12 +233,18 @@ def loop_stalls(text: str, at_ready: str) -> str:
         return metric_or_none(doc, LOOP_LAG_HIST + "_bucket", f'le="{le}"') or 0.0
 
     total = wakeups(text) - wakeups(at_ready)
-    late = {le: total - (wakeups(text, le) - wakeups(at_ready, le)) for le in ("0.05", "0.1", "0.25")}
-    worst_streaming = next((f"{float(le) * 1000:g} ms or less" for le in
-                            ("0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10")
-                            if wakeups(text, le) - wakeups(at_ready, le) == total), "over 10 s")
+    late = {le: total - (wakeups(text, le) - wakeups(at_ready, le))
+            for le in ("0.01", "0.025", "0.05", "0.1", "0.25")}
+    worst_at_ready = metric_or_none(at_ready, LOOP_LAG_MAX) or 0.0
+    if worst > worst_at_ready:  # the largest stall came while streaming: its exact length
+        worst_streaming = f"{worst * 1000:.0f} ms"
+    else:
+        worst_streaming = next((f"{float(le) * 1000:g} ms or less" for le in
+                                ("0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10")
+                                if wakeups(text, le) - wakeups(at_ready, le) == total), "over 10 s")
     return (f"largest since start {worst * 1000:.0f} ms; while streaming {total:.0f} wake-ups, "
-            f"{late['0.05']:.0f} more than 50 ms late, {late['0.1']:.0f} more than 100 ms, "
+            f"{late['0.01']:.0f} more than 10 ms late, {late['0.025']:.0f} more than 25 ms, "
+            f"{late['0.05']:.0f} more than 50 ms, {late['0.1']:.0f} more than 100 ms, "
             f"{late['0.25']:.0f} more than 250 ms; the worst {worst_streaming}")
 
 
