@@ -33,6 +33,7 @@ import io
 import os
 import signal
 import socket
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -137,6 +138,10 @@ class Daemon:
         loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
         faulthandler.register(signal.SIGUSR2, all_threads=True)
         self.loop_lag = looplag.start(loop)
+        # The event loop's thread shares the GIL with the workers' threads: asking for it after
+        # 1 ms rather than CPython's 5 ms keeps the loop's waits for it short (the compiled
+        # encoders let go of it every few thousand rows); bench/RESULTS.md, "Event loop stalls".
+        sys.setswitchinterval(0.001)
         if self.early_stop:
             self.request_stop()
         log.info("starting", instance_id=self.config.daemon.instance_id,

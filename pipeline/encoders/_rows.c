@@ -85,6 +85,26 @@ static int putc1(Buf *b, char c) {
     return 0;
 }
 
+/* ------------------------------------------------------------------ sharing the GIL */
+
+/* A call encodes a whole unit (20,000 rows: 8-15 ms of JSON) in a worker thread. Held all that
+ * time, the GIL would keep the event loop's thread waiting as long, and with it every timer,
+ * socket and Kafka send. So the row loops let go of the GIL every YIELD_EVERY rows (about 1-2
+ * ms of work): CPython hands it over there to a thread that has asked for it (the daemon asks
+ * after 1 ms, sys.setswitchinterval) and the walk resumes when it comes back. That happens
+ * between rows, where this code holds no borrowed reference another thread could invalidate:
+ * the inputs (Arrow capsules, the prefix) are held by the call's arguments, the Arrow layout
+ * was copied into C, and the output list is seen by no other code yet (its empty slots are
+ * NULL, which the cyclic collector skips). */
+#define YIELD_EVERY 4096
+
+static inline void share_gil(int64_t row) {
+    if (row && row % YIELD_EVERY == 0) {
+        Py_BEGIN_ALLOW_THREADS
+        Py_END_ALLOW_THREADS
+    }
+}
+
 /* ------------------------------------------------------------------ typed view of arrays */
 
 enum Kind {
@@ -986,6 +1006,7 @@ static PyObject *json_rows(PyObject *self, PyObject *args) {
     if (!out) goto fail;
     const Node *root = &bt.root;
     for (int64_t i = 0; i < n; i++) {
+        share_gil(i);
         b.len = 0;
         PyObject *item;
         if (mode == MODE_BARE) {
@@ -1055,6 +1076,7 @@ static PyObject *avro_rows(PyObject *self, PyObject *args) {
     Buf b = {0};
     if (!out) goto fail;
     for (int64_t i = 0; i < n; i++) {
+        share_gil(i);
         b.len = 0;
         if (put(&b, prefix, (size_t)prefix_len) < 0) goto fail;
         if (avro_value(&bt.root, i, &b, 1) < 0) goto fail;
