@@ -23,6 +23,8 @@ import functools
 import http.client
 import json
 import ssl
+import threading
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -31,6 +33,8 @@ from urllib.parse import quote
 from hdfswatch.errors import PermanentError, TransientError
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+CONFLICT_RETRIES = 2
+CONFLICT_RETRY_S = 0.2
 
 
 class SchemaRegistryError(Exception):
@@ -76,6 +80,7 @@ class SchemaRegistryClient:
         self._tls: ssl.SSLContext | None = None
         self._ids: dict[tuple[str, str], int] = {}
         self._schemas: dict[int, Any] = {}
+        self._registering = threading.Lock()  # one registration at a time (workers share a client)
 
     async def __aenter__(self) -> SchemaRegistryClient:
         return self
@@ -105,11 +110,32 @@ class SchemaRegistryClient:
         cached = self._ids.get((subject, text))
         if cached is not None:
             return cached
+        # Two workers opening the first two files of a new topic would otherwise both create
+        # its subject, and a registry may refuse the second creation (Apicurio: HTTP 409,
+        # "already exists"). The second one waits here and finds the id cached.
+        with self._registering:
+            cached = self._ids.get((subject, text))
+            if cached is not None:
+                return cached
+            return self._register(subject, text, schema_type)
+
+    def _register(self, subject: str, text: str, schema_type: str) -> int:
         what = f"registering a schema under subject {subject!r}"
         body: dict[str, Any] = {"schema": text}
         if schema_type != "AVRO":
             body["schemaType"] = schema_type
-        reply = self._request("POST", f"/subjects/{quote(subject, safe='')}/versions", body, what=what)
+        path = f"/subjects/{quote(subject, safe='')}/versions"
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                reply = self._request("POST", path, body, what=what)
+                break
+            except SchemaRegistryRefused as exc:
+                # 409 is both "incompatible with the subject's schemas" (asked again: the same
+                # answer) and, from some registries, "created meanwhile by another client" (asked
+                # again: the id). Asked again a moment later, only the first stays refused.
+                if exc.status != 409 or attempt == CONFLICT_RETRIES:
+                    raise
+                time.sleep(CONFLICT_RETRY_S * (attempt + 1))
         try:
             schema_id = int(reply["id"])
         except (KeyError, TypeError, ValueError):

@@ -4,6 +4,7 @@ decode, and get the source rows back in order."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import struct
@@ -19,7 +20,11 @@ from pipeline.encoders import make_value_encoder
 from pipeline.encoders.avro import AvroBlockEncoder, arrow_to_avro_schema
 from pipeline.encoders.headers import HeaderBuilder
 from pipeline.encoders.keys import KeyEncoder
-from pipeline.encoders.registry import SchemaRegistryClient, SchemaRegistryError
+from pipeline.encoders.registry import (
+    SchemaRegistryClient,
+    SchemaRegistryError,
+    SchemaRegistryUnavailable,
+)
 from pipeline.positions import ParquetPosition
 
 UTC = dt.UTC
@@ -136,6 +141,29 @@ async def test_registry_errors_name_the_subject_and_carry_the_registrys_message(
         with pytest.raises(SchemaRegistryError, match="schema id 987654321") as missing:
             await registry.get_by_id(987654321)
         assert missing.value.status == 404
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["one-client", "a-client-each"])
+async def test_a_new_subject_registered_at_once_by_several_workers_gets_one_id(stack, unique, shared):
+    """The first files of a new topic, opened by two or more workers at the same moment (or by
+    two daemons): each registration gets the subject's one id, and none is refused (a refusal
+    would quarantine a good file). An answer that the registry was unavailable (this one
+    answers HTTP 500 to some concurrent creations) is asked again, as a worker does."""
+    schema = arrow_to_avro_schema(_batch(1).schema, "race")
+    subject = f"race-{unique}-{'one' if shared else 'each'}-value"
+    one = SchemaRegistryClient(stack.schema_registry_url)
+
+    async def register(client: SchemaRegistryClient) -> int:
+        for _ in range(5):
+            try:
+                return await client.register(subject, schema)
+            except SchemaRegistryUnavailable:
+                await asyncio.sleep(0.2)
+        return await client.register(subject, schema)
+
+    clients = [one if shared else SchemaRegistryClient(stack.schema_registry_url) for _ in range(6)]
+    ids = await asyncio.gather(*(register(c) for c in clients))
+    assert len(set(ids)) == 1, ids
 
 
 async def test_unreachable_registry_is_reported():
