@@ -63,10 +63,13 @@ class Intake:
     async def run(self, client: Any, *, listing_interval: float | None = None) -> None:
         """Detect until cancelled. `listing_interval`: find files by listing passes this many
         seconds apart instead of reading the edit stream."""
-        for entry in self.state.unfinished():
-            await self.resume(entry)
+        # Ready once the flow streams and (edit stream) the txid to read from is known: files
+        # written from then on are found. The unfinished files and a first start's listing go
+        # to the workers after that: with a backlog of thousands of files they wait for queue
+        # room for minutes, and readiness (systemd's READY=1 within TimeoutStartSec) must not.
         if listing_interval is not None:
             self.on_ready()
+            await self._resume_unfinished()
             await self._first_start(client, edits=False)
             await self._watch(client, start_txid=None, listing_interval=listing_interval)
             return
@@ -79,9 +82,14 @@ class Intake:
             start_txid = current + 1
         else:
             start_txid = (self.state.stream_txid or 0) + 1
-        await self._first_start(client, edits=True, anchor_txid=start_txid - 1 if first_start else None)
         self.on_ready()
+        await self._resume_unfinished()
+        await self._first_start(client, edits=True, anchor_txid=start_txid - 1 if first_start else None)
         await self._watch(client, start_txid=start_txid, listing_interval=None)
+
+    async def _resume_unfinished(self) -> None:
+        for entry in self.state.unfinished():
+            await self.resume(entry)
 
     async def _first_start(self, client: Any, *, edits: bool, anchor_txid: int | None = None) -> None:
         """Sources the ledger has not seen. With the edit stream, `earliest` ones stream the

@@ -293,3 +293,34 @@ async def test_an_avro_file_appended_later_sends_only_its_new_rows(stack, webhdf
         assert landed.duplicates() == {}
         assert landed.out_of_order() == []
         assert daemon.terminate() == 0
+
+
+async def test_ready_at_once_with_a_backlog_larger_than_the_work_queue(stack, webhdfs, names, tmp_path: Path):
+    """A first start on a directory of many files (or a restart with many unfinished ones): the
+    daemon says it is ready (the log line, /readyz, systemd's READY=1) when it streams, not when
+    its backlog has nearly all gone through a work queue of `queue_size` files; a new file
+    written after readiness is streamed too; every row once."""
+    topic, base = names["topic"], names["dir"]
+    await create_topic(stack.kafka_bootstrap, topic, 2)
+    rows = {}
+    for f in range(12):
+        suffix, data = sample_file(f, 1000)
+        put(webhdfs, f"{base}/in/part-{f:02d}{suffix}", data)
+        rows[f] = 1000
+    cfg = write_config(tmp_path, stack, instance_id=names["instance"], ledger_topic=names["ledger"],
+                       sources=[{"name": "rows", "path": f"{base}/in/*", "topic": topic,
+                                 "start_from": "earliest", "rows_per_second": 2000}],
+                       workers=1, queue_size=2, unit_rows=500)
+    with DaemonProcess(cfg, tmp_path) as daemon:
+        daemon.start()
+        daemon.wait_for_log("ready: recovery done", timeout=60)
+        early = await consume(stack.kafka_bootstrap, topic, timeout=2)
+        assert len(early.ids) < sum(rows.values()) // 2, "ready only after most of the backlog"
+        suffix, data = sample_file(12, 700)
+        put(webhdfs, f"{base}/in/part-12{suffix}", data)
+        rows[12] = 700
+        landed = await consume(stack.kafka_bootstrap, topic, expect=sum(rows.values()), timeout=90)
+        assert missing(landed, rows) == {}
+        assert landed.duplicates() == {}
+        assert landed.out_of_order() == []
+        assert daemon.terminate() == 0
