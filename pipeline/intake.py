@@ -68,9 +68,12 @@ class Intake:
         # to the workers after that: with a backlog of thousands of files they wait for queue
         # room for minutes, and readiness (systemd's READY=1 within TimeoutStartSec) must not.
         if listing_interval is not None:
+            # A new `latest` source's first listing takes the files there as streamed: it runs
+            # before readiness (it queues nothing for the workers), so that no file written
+            # after readiness is among them.
+            await self._first_start(client, edits=False)
             self.on_ready()
             await self._resume_unfinished()
-            await self._first_start(client, edits=False)
             await self._watch(client, start_txid=None, listing_interval=listing_interval)
             return
         first_start = self.state.stream_txid is None

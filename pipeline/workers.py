@@ -52,6 +52,9 @@ from pipeline.secret import scrub
 
 log = structlog.get_logger("hdfs2kafka.workers")
 
+STEP_ASIDE_AFTER_S = 0.5
+"""How long a file streams, once taken, before it may make way for another source's file."""
+
 MAX_MOVES = 20
 """Renames of one file a worker follows before it gives up on it (a file moved back and forth
 without end)."""
@@ -96,8 +99,8 @@ class SourceTurns:
         self._turns.append(source)
         self._len += 1
 
-    def waiting_besides(self, source: str) -> bool:
-        return any(s != source for s in self._turns)
+    def waiting_besides(self, source: str, eligible: Callable[[str], bool]) -> bool:
+        return any(s != source and eligible(s) for s in self._turns)
 
     def __len__(self) -> int:
         return self._len
@@ -119,9 +122,9 @@ class WorkQueue(asyncio.Queue[FileWork]):
     def _init(self, maxsize: int) -> None:
         self._queue = SourceTurns()
 
-    def waiting_besides(self, source: str) -> bool:
-        """A file of another source than `source` waits."""
-        return self._queue.waiting_besides(source)
+    def waiting_besides(self, source: str, eligible: Callable[[str], bool] = lambda s: True) -> bool:
+        """A file of another source than `source`, one that `eligible` accepts, waits."""
+        return self._queue.waiting_besides(source, eligible)
 
     def put_back(self, work: FileWork) -> None:
         """A file a worker set aside at a unit boundary, to resume at `work.start`: first of its
@@ -383,7 +386,10 @@ class WorkerPool:
                 if rest is not None:
                     self.queue.put_back(rest)  # type: ignore[attr-defined]
             except SourceStopped as exc:
-                self._parked.append(work)
+                # Set aside at the last unit handed over: what was handed is committed, and
+                # streaming it again when the source resumes would repeat its rows.
+                self._parked.append(FileWork(entry=advance(work.entry, path=prog.path), start=prog.position,
+                                             ready_monotonic=work.ready_monotonic))
                 if self.on_source_failed:
                     self.on_source_failed(source.name, str(exc))
             except FatalError as exc:
@@ -473,16 +479,25 @@ class WorkerPool:
         return FileWork(entry=advance(work.entry, path=path), start=prog.position,
                         ready_monotonic=work.ready_monotonic)
 
-    def _step_aside(self, source: str) -> bool:
-        """Every worker is busy and a file of another source waits: the file being streamed
-        makes way at this unit boundary (WorkQueue), so that a source's backlog of large
-        files delays another source's new file by a unit, not by a whole file."""
+    def _step_aside(self, source: str, streaming_since: float) -> bool:
+        """Every worker is busy, and a file waits of another source that no worker streams and
+        that is not paused: the file being streamed makes way at this unit boundary
+        (WorkQueue), so that a source's backlog of large files delays another source's new
+        file by a unit, not by a whole file. Only after the file has streamed STEP_ASIDE_AFTER_S
+        since it was taken: two sources with backlogs and fewer workers than sources take
+        turns of that length, not of one unit each (each turn reopens the file and, inside a
+        Parquet row group, decodes the group's rows before the position again)."""
         queue = self.queue
-        return (isinstance(queue, WorkQueue) and self.busy >= len(self._tasks)
-                and queue.waiting_besides(source))
+        if not (isinstance(queue, WorkQueue) and self.busy >= len(self._tasks)
+                and time.monotonic() - streaming_since >= STEP_ASIDE_AFTER_S):
+            return False
+        streamed = {p.source for p in self.in_flight.values()}
+        return queue.waiting_besides(
+            source, lambda s: s not in streamed and not self.is_paused(s))
 
     async def _stream(self, work: FileWork, source: SourceConfig, prog: Progress) -> FileWork | None:
         loop = asyncio.get_running_loop()
+        taken = time.monotonic()
         layout = self.layout
         if layout is not None:
             await layout.learn(source.topic)
@@ -516,10 +531,12 @@ class WorkerPool:
                 prog.rows_total = item.total_rows
                 prog.position = item.end
                 prog.handed_final = item.final
-                if not item.final and self._step_aside(source.name):
+                if not item.final and self._step_aside(source.name, taken):
                     log.debug("file set aside for another source's", source=source.name,
                               path=work.entry.path, position=prog.position)
-                    return FileWork(entry=work.entry, start=prog.position,
+                    # Its reader closes here, in a worker thread (a file close may wait on HDFS).
+                    await loop.run_in_executor(self._executor, getattr(units, "close", lambda: None))
+                    return FileWork(entry=advance(work.entry, rows=prog.rows_done), start=prog.position,
                                     ready_monotonic=work.ready_monotonic)
             else:
                 assert isinstance(item, FileFinished)

@@ -347,11 +347,17 @@ async def test_a_fatal_error_ends_the_pool_instead_of_quarantining() -> None:
 
 
 
-async def test_a_file_of_another_source_goes_ahead_of_a_backlog_file_at_a_unit_boundary() -> None:
+@pytest.mark.parametrize("paused", [False, True], ids=["waiting", "paused"])
+async def test_a_file_of_another_source_goes_ahead_of_a_backlog_file_at_a_unit_boundary(
+        monkeypatch: pytest.MonkeyPatch, paused: bool) -> None:
     """One worker, busy with a big file of source "big" when a file of source "small" is ready:
     the big file makes way after its current unit and resumes where it stopped; each file's
-    rows all come, once and in order."""
+    rows all come, once and in order. A paused source's file does not make it stop."""
+    from pipeline import workers
     from pipeline.workers import WorkQueue
+
+    monkeypatch.setattr(workers, "STEP_ASIDE_AFTER_S", 0.0)  # the files here stream in no time
+    pause = {"small": paused}
 
     big_rows = 20_000
     data = {"/big/f": parquet_file(big_rows, row_group_size=1000), "/small/f": parquet_file(50)}
@@ -360,7 +366,7 @@ async def test_a_file_of_another_source_goes_ahead_of_a_backlog_file_at_a_unit_b
     queue = WorkQueue()
     out: asyncio.Queue[Item] = asyncio.Queue(maxsize=1)  # the committer takes units one by one
     pool = WorkerPool(queue=queue, out=out, sources=sources.get, opener=opener,  # type: ignore[arg-type]
-                      unit_rows=1000, workers=1)
+                      unit_rows=1000, workers=1, is_paused=lambda name: pause.get(name, False))
 
     def work(name: str, file_id: int) -> FileWork:
         path = f"/{name}/f"
@@ -374,6 +380,8 @@ async def test_a_file_of_another_source_goes_ahead_of_a_backlog_file_at_a_unit_b
     try:
         async with asyncio.timeout(20):
             while sum(isinstance(i, UnitRecords) and i.final for i in got) < 2:
+                if paused and got[-1].final:  # type: ignore[union-attr]
+                    pause["small"] = False  # the big file is done: the small one may go now
                 got.append(await out.get())
     finally:
         await pool.stop()
@@ -382,6 +390,41 @@ async def test_a_file_of_another_source_goes_ahead_of_a_backlog_file_at_a_unit_b
     assert rows_of == {1: list(range(big_rows)), 2: list(range(50))}
     for us in units_of.values():  # each unit starts where the one before ended
         assert all(b.start == a.end for a, b in itertools.pairwise(us))
-    # the small file came before the big one was half done
     small_at = got.index(units_of[2][0])
-    assert sum(len(u.values) for u in units_of[1] if got.index(u) < small_at) < big_rows // 2
+    big_before = sum(len(u.values) for u in units_of[1] if got.index(u) < small_at)
+    if paused:  # the big file went on to its end: nothing is taken from a paused source
+        assert big_before == big_rows
+    else:  # the small file came before the big one was half done
+        assert big_before < big_rows // 2
+
+
+async def test_a_stopped_sources_file_is_set_aside_where_its_handed_rows_end() -> None:
+    """`tolerance = "none"`: a file that fails mid-way stops its source and is set aside at the
+    end of the last unit handed over (those rows are committed), so resuming the source does
+    not send them again."""
+    data = bytearray(parquet_file(100, row_group_size=20))
+    meta = pq.ParquetFile(io.BytesIO(bytes(data))).metadata
+    col = meta.row_group(3).column(0)
+    start = col.dictionary_page_offset or col.data_page_offset
+    data[start:start + col.total_compressed_size] = bytes(col.total_compressed_size)  # group 3 broken
+    source = SourceConfig(name="s", path="/data", topic="t", errors=ErrorPolicy(tolerance="none"))
+    queue: asyncio.Queue[FileWork] = asyncio.Queue()
+    out: asyncio.Queue[Item] = asyncio.Queue()
+    stopped = asyncio.Event()
+    pool = WorkerPool(queue=queue, out=out, sources=lambda name: source,  # type: ignore[arg-type]
+                      opener=opener_of(bytes(data)), unit_rows=20, workers=1,
+                      on_source_failed=lambda name, why: stopped.set())
+    pool.start()
+    await queue.put(FileWork(entry=entry(bytes(data))))
+    try:
+        await asyncio.wait_for(stopped.wait(), 10)
+    finally:
+        await pool.stop()
+    handed: list[UnitRecords] = []
+    while not out.empty():
+        item = out.get_nowait()
+        if isinstance(item, UnitRecords):
+            handed.append(item)
+    assert [json.loads(v)["id"] for u in handed for v in u.values] == list(range(60))
+    (parked,) = pool.take_parked("s")
+    assert parked.start == handed[-1].end == "rg:3/0"
