@@ -1146,6 +1146,9 @@ static int skip(Reader *r, size_t n) {
     return 0;
 }
 
+/* Items of no bytes (nulls, empty records) an array may hold; a count past it is corrupt. */
+#define MAX_EMPTY_ITEMS (1LL << 24)
+
 static int skip_value(Reader *r, int32_t node) {
     if (node < 0 || (size_t)node >= r->prog_len) {
         PyErr_SetString(PyExc_ValueError, "bad Avro schema program");
@@ -1186,6 +1189,19 @@ static int skip_value(Reader *r, int32_t node) {
                 if ((rc = read_varint(r, &size)) < 0) break;
                 if ((rc = skip(r, (size_t)size)) < 0) break;
                 continue;
+            }
+            if (op[0] == OP_ARRAY && v > (int64_t)(r->len - r->pos)) {
+                /* more items than bytes left: only items that take no bytes (null, an empty
+                 * record) can be there, and a corrupt count of those would loop for ages */
+                size_t before = r->pos;
+                if ((rc = skip_value(r, op[1])) < 0) break;
+                if (r->pos != before || v > MAX_EMPTY_ITEMS) {
+                    PyErr_Format(PyExc_ValueError, "Avro array of %lld items in %zu bytes",
+                                 (long long)v, r->len - before);
+                    rc = -1;
+                    break;
+                }
+                continue; /* v items of no bytes each: nothing more to skip */
             }
             for (int64_t k = 0; k < v && rc == 0; k++) {
                 if (op[0] == OP_MAP) {

@@ -244,3 +244,28 @@ def _header_end(data: bytes) -> int:
     buf = io.BytesIO(data)
     fastavro.schemaless_reader(buf, fastavro.read.HEADER_SCHEMA, None)  # type: ignore[attr-defined]
     return buf.tell()
+
+
+def test_an_array_count_past_the_bytes_left_is_refused_not_looped_over() -> None:
+    """A corrupt count of items that take no bytes (here nulls) would keep the split busy for
+    ages; a count past the bytes left of items that do take bytes is corrupt at once."""
+    nulls = compile_avro_schema({"type": "array", "items": "null"})
+    longs = compile_avro_schema({"type": "array", "items": "long"})
+    huge = _zigzag(1 << 60) + b"\x00"  # 2**60 items, then the end of the array
+    with pytest.raises(ValueError, match="array of 1152921504606846976 items"):
+        encode_avro_blocks(nulls, [(huge, 1)], b"")
+    with pytest.raises(ValueError, match="array of 5 items in 3 bytes"):
+        encode_avro_blocks(longs, [(_zigzag(5) + b"\x02\x04\x00", 1)], b"")
+    ok = _zigzag(3) + b"\x00"  # three nulls: no bytes each
+    assert encode_avro_blocks(nulls, [(ok, 1)], b"") == [ok]
+    three = _zigzag(3) + b"\x02\x04\x06\x00"
+    assert encode_avro_blocks(longs, [(three, 1)], b"") == [three]
+
+
+def _zigzag(n: int) -> bytes:
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z >= 0x80:
+        out.append(z & 0x7F | 0x80)
+        z >>= 7
+    return bytes(out + bytes([z]))
