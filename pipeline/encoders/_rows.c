@@ -1101,9 +1101,11 @@ fail:
 /* ------------------------------------------------------------------ splitting Avro blocks */
 
 /* A schema program is an int32 array of nodes; a node starts with its opcode:
- *   OP_NULL, OP_BOOL, OP_VARINT (int, long, enum), OP_FLOAT, OP_DOUBLE, OP_BYTES (bytes,
- *   string), OP_FIXED size, OP_RECORD n field..., OP_ARRAY item, OP_MAP value,
+ *   OP_NULL, OP_BOOL, OP_VARINT (int, long), OP_FLOAT, OP_DOUBLE, OP_BYTES, OP_STRING,
+ *   OP_ENUM n_symbols, OP_FIXED size, OP_RECORD n field..., OP_ARRAY item, OP_MAP value,
  *   OP_UNION n branch...
+ * Records are split without being decoded, so what a decoder would refuse is checked here:
+ * a boolean byte other than 0 or 1, a string that is not UTF-8, an enum index out of range.
  * where field, item, value and branch are indices of other nodes (so named types may recur). */
 /* Recursive records nest as deep as their data: a linked list of 2,000 items is 4,000 levels
  * (union, record). Bounded so that a hostile file cannot exhaust a worker thread's C stack
@@ -1111,7 +1113,7 @@ fail:
 #define AVRO_MAX_DEPTH 4000
 
 enum { OP_NULL, OP_BOOL, OP_VARINT, OP_FLOAT, OP_DOUBLE, OP_BYTES, OP_FIXED, OP_RECORD,
-       OP_ARRAY, OP_MAP, OP_UNION };
+       OP_ARRAY, OP_MAP, OP_UNION, OP_STRING, OP_ENUM };
 
 typedef struct {
     const uint8_t *p;
@@ -1135,6 +1137,31 @@ static int read_varint(Reader *r, int64_t *out) {
     }
     PyErr_SetString(PyExc_ValueError, "truncated or malformed Avro varint");
     return -1;
+}
+
+/* Well-formed UTF-8 (no overlongs, no surrogates, at most U+10FFFF). */
+static int utf8_valid(const uint8_t *p, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = p[i];
+        if (c < 0x80) { i++; continue; }
+        size_t len;
+        uint32_t cp;
+        if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; }
+        else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; }
+        else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; }
+        else return 0;
+        if (n - i < len) return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xC0) != 0x80) return 0;
+            cp = (cp << 6) | (p[i + k] & 0x3F);
+        }
+        if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+            (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return 0;
+        i += len;
+    }
+    return 1;
 }
 
 static int skip(Reader *r, size_t n) {
@@ -1163,17 +1190,34 @@ static int skip_value(Reader *r, int32_t node) {
     int rc = 0;
     switch (op[0]) {
     case OP_NULL: break;
-    case OP_BOOL: rc = skip(r, 1); break;
+    case OP_BOOL:
+        if ((rc = skip(r, 1)) == 0 && r->p[r->pos - 1] > 1) {
+            PyErr_SetString(PyExc_ValueError, "Avro boolean that is neither 0 nor 1");
+            rc = -1;
+        }
+        break;
+    case OP_ENUM:
+        rc = read_varint(r, &v);
+        if (rc == 0 && (v < 0 || v >= op[1])) {
+            PyErr_Format(PyExc_ValueError, "Avro enum index %lld out of range", (long long)v);
+            rc = -1;
+        }
+        break;
     case OP_VARINT: rc = read_varint(r, &v); break;
     case OP_FLOAT: rc = skip(r, 4); break;
     case OP_DOUBLE: rc = skip(r, 8); break;
-    case OP_BYTES:
+    case OP_BYTES: case OP_STRING:
         rc = read_varint(r, &v);
         if (rc == 0 && v < 0) {
             PyErr_SetString(PyExc_ValueError, "negative Avro length");
             rc = -1;
         }
         if (rc == 0) rc = skip(r, (size_t)v);
+        if (rc == 0 && op[0] == OP_STRING &&
+            !utf8_valid((const uint8_t *)r->p + r->pos - (size_t)v, (size_t)v)) {
+            PyErr_SetString(PyExc_ValueError, "Avro string that is not UTF-8");
+            rc = -1;
+        }
         break;
     case OP_FIXED: rc = skip(r, (size_t)op[1]); break;
     case OP_RECORD:

@@ -213,11 +213,11 @@ def _plain_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 # Opcodes of the schema program read by split_avro_block in _rows.c.
 _OP_NULL, _OP_BOOL, _OP_VARINT, _OP_FLOAT, _OP_DOUBLE, _OP_BYTES, _OP_FIXED = range(7)
-_OP_RECORD, _OP_ARRAY, _OP_MAP, _OP_UNION = range(7, 11)
+_OP_RECORD, _OP_ARRAY, _OP_MAP, _OP_UNION, _OP_STRING, _OP_ENUM = range(7, 13)
 
 _PRIMITIVES = {
     "null": _OP_NULL, "boolean": _OP_BOOL, "int": _OP_VARINT, "long": _OP_VARINT,
-    "float": _OP_FLOAT, "double": _OP_DOUBLE, "bytes": _OP_BYTES, "string": _OP_BYTES,
+    "float": _OP_FLOAT, "double": _OP_DOUBLE, "bytes": _OP_BYTES, "string": _OP_STRING,
 }
 
 
@@ -249,7 +249,7 @@ def compile_avro_schema(schema: Any) -> bytes:
             ns = s.get("namespace", namespace)
             name = full_name(s["name"], ns)
             if kind == "enum":
-                named[name] = emit([_OP_VARINT])
+                named[name] = emit([_OP_ENUM, len(s.get("symbols", []))])
                 return named[name]
             if kind == "fixed":
                 named[name] = emit([_OP_FIXED, int(s["size"])])

@@ -269,3 +269,24 @@ def _zigzag(n: int) -> bytes:
         out.append(z & 0x7F | 0x80)
         z >>= 7
     return bytes(out + bytes([z]))
+
+
+@pytest.mark.parametrize("field_type,value,reason", [
+    ("string", _zigzag(2) + b"\xc3\x28", "string that is not UTF-8"),
+    ("string", _zigzag(3) + b"\xed\xa0\x80", "string that is not UTF-8"),  # a surrogate
+    ("boolean", b"\x02", "boolean that is neither 0 nor 1"),
+    ({"type": "enum", "name": "Color", "symbols": ["A", "B"]}, _zigzag(2), "enum index 2 out of range"),
+])
+def test_records_split_without_decoding_are_still_checked_as_a_decoder_would(
+        field_type: Any, value: bytes, reason: str) -> None:
+    """Avro-to-Avro records reach Kafka without being decoded: what a decoder refuses is
+    refused by the split too, so a corrupt record quarantines its file instead of reaching the
+    consumers."""
+    program = compile_avro_schema({"type": "record", "name": "R", "fields": [
+        {"name": "id", "type": "long"}, {"name": "f", "type": field_type}]})
+    with pytest.raises(ValueError, match=reason):
+        encode_avro_blocks(program, [(_zigzag(7) + value, 1)], b"")
+    fine = {"string": _zigzag(3) + "né".encode(), "boolean": b"\x01"}.get(
+        field_type if isinstance(field_type, str) else "", _zigzag(1))
+    record = _zigzag(7) + fine
+    assert encode_avro_blocks(program, [(record, 1)], b"") == [record]
