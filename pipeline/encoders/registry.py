@@ -80,7 +80,8 @@ class SchemaRegistryClient:
         self._tls: ssl.SSLContext | None = None
         self._ids: dict[tuple[str, str], int] = {}
         self._schemas: dict[int, Any] = {}
-        self._registering = threading.Lock()  # one registration at a time (workers share a client)
+        self._locks_lock = threading.Lock()
+        self._subject_locks: dict[str, threading.Lock] = {}  # one registration a subject at a time
 
     async def __aenter__(self) -> SchemaRegistryClient:
         return self
@@ -113,7 +114,9 @@ class SchemaRegistryClient:
         # Two workers opening the first two files of a new topic would otherwise both create
         # its subject, and a registry may refuse the second creation (Apicurio: HTTP 409,
         # "already exists"). The second one waits here and finds the id cached.
-        with self._registering:
+        with self._locks_lock:
+            lock = self._subject_locks.setdefault(subject, threading.Lock())
+        with lock:
             cached = self._ids.get((subject, text))
             if cached is not None:
                 return cached
