@@ -41,6 +41,7 @@ class RecordLayout:
         self.batch_limits = batch_limits if batch_limits is not None else {}
         self.partitions: dict[str, list[int]] = {}
         self._partitions_for = partitions_for
+        self._failed: dict[str, float] = {}  # topic -> loop time before which not to ask again
 
     def limit(self, topic: str) -> int:
         """The largest record batch to build for `topic`."""
@@ -51,9 +52,13 @@ class RecordLayout:
         is left to the committer, which asks again and decides what it means."""
         if topic in self.partitions or self._partitions_for is None:
             return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._failed.get(topic, 0.0):
+            return  # asked a moment ago in vain: not another 10 s wait for every file opened
         try:
             parts = await asyncio.wait_for(self._partitions_for(topic), 10.0)
         except Exception as exc:
+            self._failed[topic] = loop.time() + 30.0
             log.debug("partitions not known yet; the committer builds the batches",
                       topic=topic, error=f"{type(exc).__name__}: {exc}")
             return
