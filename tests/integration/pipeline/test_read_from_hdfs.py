@@ -151,8 +151,8 @@ def _bad_files() -> dict[str, bytes]:
 def _error(file: RandomAccessFile) -> ReadError:
     fmt = "parquet" if file.path.endswith(".parquet") else "avro"
     with pytest.raises(ReadError) as info:
-        for _ in open_reader(file, fmt).units(max_rows=1000):
-            pass
+        for unit in open_reader(file, fmt).units(max_rows=1000):
+            assert unit.batch.num_rows == unit.rows  # decoded when first asked for
     return info.value
 
 
