@@ -2,8 +2,8 @@
 
 A file is handled by one worker from start to end, so its units reach the committer in file
 order; files are spread over the workers, taken from the ready files of each source in turn
-(`WorkQueue`), so a source with a backlog does not hold up another's new file. Decoding and encoding run in a thread pool, off the
-event loop (pyarrow, polars and the readers release the GIL in their heavy parts). The
+(`WorkQueue`), so a source with a backlog does not hold up another's new file. Decoding and
+encoding run in a thread pool, off the event loop (pyarrow, polars and the readers release the GIL in their heavy parts). The
 committer's bounded queue is the backpressure. The number of workers changes live.
 
 Errors are sorted by their kind (hdfswatch.errors) and follow the source's policy (after Kafka
@@ -388,8 +388,7 @@ class WorkerPool:
             except SourceStopped as exc:
                 # Set aside at the last unit handed over: what was handed is committed, and
                 # streaming it again when the source resumes would repeat its rows.
-                self._parked.append(FileWork(entry=advance(work.entry, path=prog.path), start=prog.position,
-                                             ready_monotonic=work.ready_monotonic))
+                self._parked.append(_rest(work, prog, path=prog.path))
                 if self.on_source_failed:
                     self.on_source_failed(source.name, str(exc))
             except FatalError as exc:
@@ -459,7 +458,7 @@ class WorkerPool:
                     self.on_read_error(source.name, f"read failed, retrying: {work.entry.path}: "
                                                     f"{scrub(reason)}")
                 await asyncio.sleep(delay)
-                work = FileWork(entry=work.entry, start=prog.position, ready_monotonic=work.ready_monotonic)
+                work = _rest(work, prog)
                 continue
             if policy.tolerance == "none":
                 bound.error("file failed; stopping source (errors.tolerance = none)", reason=reason,
@@ -476,8 +475,7 @@ class WorkerPool:
     def _moved(work: FileWork, path: str, prog: Progress) -> FileWork:
         """The same file at its new path, to be read on from the last unit handed over."""
         prog.path = path
-        return FileWork(entry=advance(work.entry, path=path), start=prog.position,
-                        ready_monotonic=work.ready_monotonic)
+        return _rest(work, prog, path=path)
 
     def _step_aside(self, source: str, streaming_since: float) -> bool:
         """Every worker is busy, and a file waits of another source that no worker streams and
@@ -536,11 +534,16 @@ class WorkerPool:
                               path=work.entry.path, position=prog.position)
                     # Its reader closes here, in a worker thread (a file close may wait on HDFS).
                     await loop.run_in_executor(self._executor, getattr(units, "close", lambda: None))
-                    return FileWork(entry=advance(work.entry, rows=prog.rows_done), start=prog.position,
-                                    ready_monotonic=work.ready_monotonic)
+                    return _rest(work, prog, rows=prog.rows_done)
             else:
                 assert isinstance(item, FileFinished)
                 await self.out.put(item)
+
+
+def _rest(work: FileWork, prog: Progress, **changes: Any) -> FileWork:
+    """What is left of `work`: from the last unit handed over, its entry with `changes`."""
+    return FileWork(entry=advance(work.entry, **changes) if changes else work.entry,
+                    start=prog.position, ready_monotonic=work.ready_monotonic)
 
 
 async def _nowhere(entry: FileEntry, source: SourceConfig) -> str | None:
