@@ -13,6 +13,7 @@ import fastavro
 import pyarrow as pa
 import pytest
 
+from hdfswatch.framing import encode_zigzag
 from pipeline.encoders import make_value_encoder
 from pipeline.encoders.avro import (
     AvroBlockEncoder,
@@ -251,31 +252,23 @@ def test_an_array_count_past_the_bytes_left_is_refused_not_looped_over() -> None
     ages; a count past the bytes left of items that do take bytes is corrupt at once."""
     nulls = compile_avro_schema({"type": "array", "items": "null"})
     longs = compile_avro_schema({"type": "array", "items": "long"})
-    huge = _zigzag(1 << 60) + b"\x00"  # 2**60 items, then the end of the array
+    huge = encode_zigzag(1 << 60) + b"\x00"  # 2**60 items, then the end of the array
     with pytest.raises(ValueError, match="array of 1152921504606846976 items"):
         encode_avro_blocks(nulls, [(huge, 1)], b"")
     with pytest.raises(ValueError, match="array of 5 items in 3 bytes"):
-        encode_avro_blocks(longs, [(_zigzag(5) + b"\x02\x04\x00", 1)], b"")
-    ok = _zigzag(3) + b"\x00"  # three nulls: no bytes each
+        encode_avro_blocks(longs, [(encode_zigzag(5) + b"\x02\x04\x00", 1)], b"")
+    ok = encode_zigzag(3) + b"\x00"  # three nulls: no bytes each
     assert encode_avro_blocks(nulls, [(ok, 1)], b"") == [ok]
-    three = _zigzag(3) + b"\x02\x04\x06\x00"
+    three = encode_zigzag(3) + b"\x02\x04\x06\x00"
     assert encode_avro_blocks(longs, [(three, 1)], b"") == [three]
 
 
-def _zigzag(n: int) -> bytes:
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z >= 0x80:
-        out.append(z & 0x7F | 0x80)
-        z >>= 7
-    return bytes(out + bytes([z]))
-
 
 @pytest.mark.parametrize("field_type,value,reason", [
-    ("string", _zigzag(2) + b"\xc3\x28", "string that is not UTF-8"),
-    ("string", _zigzag(3) + b"\xed\xa0\x80", "string that is not UTF-8"),  # a surrogate
+    ("string", encode_zigzag(2) + b"\xc3\x28", "string that is not UTF-8"),
+    ("string", encode_zigzag(3) + b"\xed\xa0\x80", "string that is not UTF-8"),  # a surrogate
     ("boolean", b"\x02", "boolean that is neither 0 nor 1"),
-    ({"type": "enum", "name": "Color", "symbols": ["A", "B"]}, _zigzag(2), "enum index 2 out of range"),
+    ({"type": "enum", "name": "Color", "symbols": ["A", "B"]}, encode_zigzag(2), "enum index 2 out of range"),
 ])
 def test_records_split_without_decoding_are_still_checked_as_a_decoder_would(
         field_type: Any, value: bytes, reason: str) -> None:
@@ -285,8 +278,8 @@ def test_records_split_without_decoding_are_still_checked_as_a_decoder_would(
     program = compile_avro_schema({"type": "record", "name": "R", "fields": [
         {"name": "id", "type": "long"}, {"name": "f", "type": field_type}]})
     with pytest.raises(ValueError, match=reason):
-        encode_avro_blocks(program, [(_zigzag(7) + value, 1)], b"")
-    fine = {"string": _zigzag(3) + "né".encode(), "boolean": b"\x01"}.get(
-        field_type if isinstance(field_type, str) else "", _zigzag(1))
-    record = _zigzag(7) + fine
+        encode_avro_blocks(program, [(encode_zigzag(7) + value, 1)], b"")
+    fine = {"string": encode_zigzag(3) + "né".encode(), "boolean": b"\x01"}.get(
+        field_type if isinstance(field_type, str) else "", encode_zigzag(1))
+    record = encode_zigzag(7) + fine
     assert encode_avro_blocks(program, [(record, 1)], b"") == [record]
