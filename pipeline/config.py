@@ -102,6 +102,23 @@ class DaemonConfig:
     ledger_retention_hours: float = 168.0
     shutdown_timeout_s: float = 30.0
     rows_per_second: float | None = None
+    group: str | None = None
+    """The group this daemon shares the work with (daemons with the same group split its shards);
+    None: the group is named by `instance_id` (a daemon alone is a group of one)."""
+    shards: int | None = None
+    """The shard count of a new group (its ledger topic's partitions); None: the ledger topic's
+    count, or DEFAULT_SHARDS when the daemon creates it."""
+    group_session_timeout_s: float = 10.0
+    """How long a member may go without a heartbeat before its shards move to the others."""
+
+    @property
+    def group_name(self) -> str:
+        return self.group or self.instance_id
+
+
+DEFAULT_SHARDS = 1
+MAX_SHARDS = 256
+"""Shards of a ledger topic the daemon creates when `shards` is not set."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +191,9 @@ RELOAD: dict[str, str] = {
     # and keep the running registry until a restart (RESTART).
     "daemon.instance_id": RESTART,  # names the transactional id and the ledger keys: a new one
                                     # would read an empty ledger and stream every file again
+    "daemon.group": RESTART,        # names the shared ledger keys and transactional ids, as
+    "daemon.shards": RESTART,       # instance_id; the shard count is the ledger topic's
+    "daemon.group_session_timeout_s": RESTART,  # the group membership's, set when it joins
     "daemon.http": RESTART,         # the listening socket is bound once
     "daemon.http_tls_cert": RESTART,  # read when the socket is bound
     "daemon.http_tls_key": RESTART,
@@ -488,6 +508,16 @@ def _daemon(v: _Validator, t: Mapping[str, Any]) -> DaemonConfig | None:
     instance_id = d.get("instance_id", str, required=True)
     if instance_id and not NAME_RE.match(instance_id):
         v.problem(f"{w}.instance_id", "use letters, digits, '.', '_' or '-' (max 100)")
+    group = d.get("group", str)
+    if group is not None and not NAME_RE.match(group):
+        v.problem(f"{w}.group", "use letters, digits, '.', '_' or '-' (max 100)")
+    shards = d.positive("shards", int)
+    if shards is not None and shards > MAX_SHARDS:
+        v.problem(f"{w}.shards", f"at most {MAX_SHARDS} (got {shards})")
+        shards = None
+    session = d.positive("group_session_timeout_s", float)
+    if session is not None and not 1 <= session <= 1800:
+        v.problem(f"{w}.group_session_timeout_s", f"between 1 and 1800 seconds (got {session})")
     http = d.get("http", str)
     if http and not _host_port(http):
         v.problem(f"{w}.http", f"expected HOST:PORT (got {http!r})")
@@ -513,6 +543,9 @@ def _daemon(v: _Validator, t: Mapping[str, Any]) -> DaemonConfig | None:
         ledger_retention_hours=d.positive("ledger_retention_hours", float),
         shutdown_timeout_s=d.positive("shutdown_timeout_s", float),
         rows_per_second=d.positive("rows_per_second", float),
+        group=group,
+        shards=shards,
+        group_session_timeout_s=session if session is not None else 10.0,
     )
 
 

@@ -1,28 +1,32 @@
 """The daemon's life, top to bottom: recover, stream, reload, drain; and its live controls.
 
     run()
+      join the group (pipeline/kafka/group.py): daemons with the same [daemon] group share its
+      shards (pipeline/shards.py); a daemon alone is a group of one
       loop until stopped:
-        recover()   create the ledger topic if missing; start the transactional producer (this
-                    fences a zombie with the same instance_id and aborts its open transaction);
-                    claim the ledger; read it with read_committed to its end
+        assigned    wait for the shards the group gives this member
+        recover()   start one transactional producer per shard (this fences the shard's last
+                    owner and aborts its open transaction); read each shard's partition of the
+                    ledger with read_committed to its end
         stream()    intake (pipeline/intake.py) -> work queue -> worker pool (pipeline/workers.py)
-                    -> committer (pipeline/kafka/committer.py), until stopped, reloaded with
-                    new sources, or failed
+                    -> one committer per shard (pipeline/kafka/committer.py), until stopped,
+                    reloaded with new sources, failed, or the shards are revoked (a member
+                    joined or left: the group rebalances)
         on a failed transaction: rebuild everything from the ledger, as after a crash; on an
         error no rebuild can fix (a bug, a FatalError): exit non-zero for systemd to restart
-      drain         stop intake and workers, commit the open transaction, stop the producer
+      drain         stop intake and workers, commit the open transactions, stop the producers
 
     controls: set_rate, pause, set_workers (live), reload (SIGHUP; per config.RELOAD)
 
 Signal handlers only set state that the loop acts on: SIGTERM/SIGINT stop, SIGHUP reloads the
 source registry.
 
-Each life claims the ledger: right after its producer has fenced the previous one it commits an
-owner record naming the life. A fenced producer (the epoch was bumped) then reads the owner back:
-another life's record means a second instance took over (exit code 3); its own means the
-coordinator aborted a transaction that outlived transaction.timeout.ms (a stalled broker, a
-frozen process), and the daemon recovers like after any failed transaction. Files whose records
-the broker refused are quarantined at their last committed position before the others resume.
+A fenced producer (the shard's epoch was bumped) means another member took the shard over
+while this one was paused or cut off from the group, or the coordinator aborted a transaction
+that outlived transaction.timeout.ms (a stalled broker): either way the daemon asks the group
+for a new generation and recovers from the ledger like after any failed transaction. Files
+whose records the broker refused are quarantined at their last committed position before the
+others resume.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ import signal
 import socket
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,23 +55,21 @@ from pipeline.kafka import errors as kafka_errors
 from pipeline.kafka.client import batch_settings, start_transactional_producer, stop_producer
 from pipeline.kafka.committer import Committer
 from pipeline.kafka.errors import CommitterError, Fenced, RecordsRefused
+from pipeline.kafka.group import Assignment, Membership
 from pipeline.kafka.layout import RecordLayout
-from pipeline.kafka.ledger_io import claim_ledger, ensure_ledger_topic, read_ledger
+from pipeline.kafka.ledger_io import ensure_ledger_topic, read_shards
 from pipeline.kafka.transaction import CommitStats, Committed, TransactionBuilder
 from pipeline.ledger import FileEntry, LedgerState
 from pipeline.ratelimit import GLOBAL, RateLimiter
+from pipeline.shards import OwnedLedger, ShardQueues
 from pipeline.workers import FileOpener, WorkerPool, WorkQueue
 
 log = structlog.get_logger("hdfs2kafka.daemon")
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
-EXIT_FENCED = 3
 EXIT_FATAL = 1  # a FatalError: a setting or privilege that no retry fixes
 EXIT_INTERNAL = 70  # a programming error (EX_SOFTWARE)
-# A fenced life waits this long before reading the owner record, so that a new instance that has
-# just fenced it has committed its own claim (one round trip after its init_transactions).
-FENCE_SETTLE_S = 3.0
 
 
 @dataclass
@@ -86,8 +87,11 @@ class SourceRuntime:
 class FlowState:
     """What belongs to one life of the flow (rebuilt after a failed transaction)."""
 
-    state: LedgerState
-    committer: Committer
+    state: OwnedLedger
+    committers: dict[int, Committer]
+    queues: ShardQueues
+    """The committers' queues (one per owned shard), as the intake and the workers see them."""
+    assignment: Assignment
     pool: WorkerPool
     work_queue: asyncio.Queue[FileWork]
     intake: Intake
@@ -114,10 +118,16 @@ class Daemon:
         self.read_stack: Any = None  # files are read through it (hdfsread); kept across lives
         self.kerberos_principal: str | None = None  # who the daemon is, once logged in
         self.limiter = RateLimiter()
+        self.assignment: Assignment | None = None  # the shards this life streams
+        self._overrides: dict[str, tuple[float | None, float | None]] = {}
+        """Limits set live (rows/s, bytes/s) by source (GLOBAL: the daemon's), until a reload."""
         self._apply_limits()
         self.hooks: list[Any] = []  # observers (metrics, sd_notify) with optional callbacks
         self.early_stop: list[int] = []  # stop signals that came before the loop was running
-        self.life_id: str | None = None  # this life's claim in the ledger's owner record
+        self.membership: Membership | None = None  # this daemon in its group, across lives
+        self.shards_total: int | None = None  # the group's shard count (the ledger's partitions)
+        self._life_task: asyncio.Task[None] | None = None
+        self._revoking = False  # the group took the shards back: the life drains and ends
         # Kept across lives: files whose records the broker refused (to quarantine before the
         # flow resumes) and the record batch size each topic's broker accepts.
         self.refused: dict[int, tuple[str, str]] = {}
@@ -154,18 +164,15 @@ class Daemon:
                     backoff.reset()
                 except Fenced as exc:
                     self._notify("abort")
-                    owner = await self._owner_after_fence()
-                    if owner is not None and owner != self.life_id:
-                        log.error("fenced: another hdfs2kafka with this instance_id is running; "
-                                  "stopping", instance_id=self.config.daemon.instance_id,
-                                  error=str(exc), our_life=self.life_id, owner_life=owner)
-                        self.exit_code = EXIT_FENCED
-                        return self.exit_code
                     self._note_error(None, str(exc))
-                    log.warning("transaction aborted by the coordinator (it ran past "
-                                "transaction.timeout.ms: a stalled broker or a paused process); "
-                                "no other instance owns the ledger; recovering from the ledger",
-                                error=str(exc), life=self.life_id)
+                    log.warning("fenced: another member took over a shard of ours (this daemon "
+                                "was paused or cut off from the group past its session timeout), "
+                                "or the coordinator aborted a transaction that ran past "
+                                "transaction.timeout.ms (a stalled broker); asking the group for "
+                                "a new generation and recovering from the ledger", error=str(exc),
+                                shards=list(self.assignment.shards) if self.assignment else [])
+                    if self.membership is not None:
+                        self.membership.rejoin()
                     self.ready = False
                 except RecordsRefused as exc:
                     # Not a fault of the flow: quarantine the files (or send smaller batches)
@@ -205,6 +212,8 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             faulthandler.unregister(signal.SIGUSR2)
             self.loop_lag.stop()
+            if self.membership is not None:
+                await self.membership.stop()
             if self.read_stack is not None:
                 await asyncio.to_thread(self.read_stack.close)
             if self.namenode is not None:
@@ -215,7 +224,7 @@ class Daemon:
     async def _live_until_stopped(self) -> None:
         """One life; a stop during recovery (Kafka or HDFS unreachable, say) cancels it, a stop
         while streaming lets it drain and commit the open transaction."""
-        life = asyncio.create_task(self._life(), name="life")
+        life = self._life_task = asyncio.create_task(self._life(), name="life")
         stop = asyncio.create_task(self.stopping.wait(), name="stop-wait")
         try:
             await asyncio.wait({life, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -228,11 +237,14 @@ class Daemon:
             try:
                 await life
             except asyncio.CancelledError:
+                if self._revoking and not self.stopping.is_set():
+                    return  # the group took the shards back before they streamed
                 if not self.stopping.is_set():
                     raise
                 log.info("stopped before streaming began")
         finally:
             stop.cancel()
+            self._revoking = False
 
     def request_stop(self) -> None:
         log.info("stop requested")
@@ -243,21 +255,77 @@ class Daemon:
         self._reload_requested = True
 
     async def _life(self) -> None:
-        """One life of the flow: recover, stream until stopped or failed, drain."""
+        """One life of the flow: wait for shards, recover them, stream until stopped, failed or
+        revoked, drain."""
         self._restart_requested = False
         self.ready = False  # not ready while the ledger is being read
         await self._kerberos_login()
-        producer = await self._start_producer()
+        membership = await self._membership()
+        self.assignment = None
+        assignment = self.assignment = await membership.assigned()
+        self._apply_limits()
+        if not assignment.shards:
+            await self._stand_by(membership)
+            return
+        producers = await self._start_producers(assignment.shards)
         try:
-            await self._claim(producer)
-            state = await self._recover()
+            state = await self._recover(assignment)
             await self._open_read_stack()
-            flow = self._build_flow(producer, state)
+            flow = self._build_flow(producers, state, assignment)
             self.flow = flow
             await self._stream(flow)
         finally:
             self.flow = None
-            await stop_producer(producer)
+            await asyncio.gather(*(stop_producer(p) for p in producers.values()))
+
+    async def _stand_by(self, membership: Membership) -> None:
+        """No shard for this member (more members than shards): ready, streaming nothing, until
+        the group rebalances or the daemon stops."""
+        log.info("no shard assigned: standing by (the group has more members than shards)",
+                 shards=self.shards_total)
+        self._mark_ready()
+        while not membership.revoked() and not self._restart_requested:
+            failure = membership.failure()
+            if failure is not None:
+                raise failure
+            await asyncio.sleep(0.5)
+            if self._reload_requested:
+                self._reload_requested = False
+                await self.reload()
+
+    async def _membership(self) -> Membership:
+        """Join the group, once per daemon (after the ledger topic exists: its partitions are
+        the shards the group assigns)."""
+        if self.membership is None:
+            d = self.config.daemon
+            self.shards_total = await ensure_ledger_topic(self.config.kafka, d.shards)
+            membership = Membership(
+                self.config.kafka, d.group_name,
+                {"instance": d.instance_id, "host": socket.gethostname(), "pid": os.getpid(),
+                 "http": d.http, "tls": bool(d.http_tls_cert)},
+                session_timeout_s=d.group_session_timeout_s,
+                # The revoke drains the flow within shutdown_timeout_s (see _on_revoke).
+                rebalance_timeout_s=d.shutdown_timeout_s + 30, on_revoke=self._on_revoke)
+            await membership.start()
+            self.membership = membership
+            log.info("joined the group", group=d.group_name, shards=self.shards_total)
+        return self.membership
+
+    async def _on_revoke(self) -> None:
+        """The group takes this member's shards back (a rebalance): the life drains, committing
+        its open transactions at a unit boundary, and ends before the shards go to others. A
+        life that is not streaming yet (recovering) is cancelled: it has written nothing."""
+        task = self._life_task
+        if task is None or task.done() or self.assignment is None:
+            return  # no life, or one still waiting for shards: nothing to stop
+        self._revoking = True
+        deadline = time.monotonic() + self.config.daemon.shutdown_timeout_s + 10
+        while not task.done():
+            if self.flow is None or time.monotonic() > deadline:
+                # Not streaming yet (its producers starting, its shards being read), or not
+                # drained in time: its transactions are fenced by the shards' next owners.
+                task.cancel()
+            await asyncio.wait({task}, timeout=0.5)
 
     async def _kerberos_login(self) -> None:
         """With Kerberos anywhere (NameNode, WebHDFS, Kafka GSSAPI): a ticket now, or the line
@@ -283,29 +351,6 @@ class Daemon:
             if h.rpc_protection else None)
         return security.with_overrides(client_principal=self.config.kerberos.principal)
 
-    async def _claim(self, producer: Any) -> None:
-        """Commit this life's owner record: who fenced whom can be read back from the ledger."""
-        self.life_id = uuid.uuid4().hex
-        await claim_ledger(producer, self.config.kafka, self.config.daemon.instance_id, {
-            "life": self.life_id, "host": socket.gethostname(), "pid": os.getpid(),
-            "started_ms": ledger_mod.now_ms()}, timeout_s=self._wait_timeout_s())
-        log.info("ledger claimed", life=self.life_id)
-
-    async def _owner_after_fence(self) -> str | None:
-        """The life named by the ledger's owner record, read after a fence; None if unreadable."""
-        try:
-            await asyncio.wait_for(self.stopping.wait(), FENCE_SETTLE_S)
-        except TimeoutError:
-            pass
-        state = LedgerState(self.config.daemon.instance_id)
-        try:
-            await read_ledger(self.config.kafka, state, timeout_s=self._wait_timeout_s())
-        except Exception as exc:
-            log.warning("could not read the ledger's owner record after a fence; recovering",
-                        error=f"{type(exc).__name__}: {exc}")
-            return None
-        return state.owner
-
     def _wait_timeout_s(self) -> float:
         """The bound on any single wait on Kafka in a transaction: past it, the coordinator has
         aborted the transaction anyway."""
@@ -313,19 +358,35 @@ class Daemon:
 
     # ------------------------------------------------------------------ recover
 
-    async def _start_producer(self) -> Any:
-        """Create the ledger topic if missing; start the transactional producer (this fences a
-        zombie with the same instance_id and aborts its open transaction, so the ledger can then
-        be read to its end)."""
-        await ensure_ledger_topic(self.config.kafka)
-        return await start_transactional_producer(self.config.kafka, self.config.daemon.instance_id)
+    async def _start_producers(self, shards: tuple[int, ...]) -> dict[int, Any]:
+        """One transactional producer per shard, started together: each fences the shard's
+        last owner (a zombie member) and aborts its open transaction, so the shard's partition
+        of the ledger can then be read to its end."""
+        total = self.shards_total or 1
+        group = self.config.daemon.group_name
+        names = {s: group if total == 1 else f"{group}-{s}" for s in shards}
+        tasks = {s: asyncio.ensure_future(start_transactional_producer(self.config.kafka, names[s]))
+                 for s in shards}
+        try:
+            await asyncio.gather(*tasks.values())
+        except BaseException:
+            for t in tasks.values():
+                t.cancel()
+            started = [t.result() for t in tasks.values()
+                       if t.done() and not t.cancelled() and t.exception() is None]
+            await asyncio.gather(*(stop_producer(p) for p in started), return_exceptions=True)
+            raise
+        return {s: t.result() for s, t in tasks.items()}
 
-    async def _recover(self) -> LedgerState:
+    async def _recover(self, assignment: Assignment) -> OwnedLedger:
         started = time.monotonic()
-        state = LedgerState(self.config.daemon.instance_id)
-        await read_ledger(self.config.kafka, state)
+        group = self.config.daemon.group_name
+        states = {s: LedgerState(group) for s in assignment.shards}
+        await read_shards(self.config.kafka, states)
+        state = OwnedLedger(states, assignment.total)
         counts = state.counts()
-        log.info("ledger read", records=state.records_read, stream_txid=state.stream_txid,
+        log.info("ledger read", shards=list(assignment.shards), of=assignment.total,
+                 records=state.records_read, stream_txid=state.stream_txid,
                  unfinished=counts["pending"] + counts["active"], done=counts["done"],
                  quarantined=counts["quarantined"], mtime_floor=state.mtime_floor,
                  seconds=round(time.monotonic() - started, 3))
@@ -333,23 +394,30 @@ class Daemon:
 
     # ------------------------------------------------------------------ stream
 
-    def _build_flow(self, producer: Any, state: LedgerState) -> FlowState:
+    def _build_flow(self, producers: dict[int, Any], state: OwnedLedger,
+                    assignment: Assignment) -> FlowState:
         d = self.config.daemon
         max_batch_bytes, compression = batch_settings(self.config.kafka.client)
+        first = next(iter(producers.values()))
         layout = RecordLayout(max_batch_bytes=max_batch_bytes, compression=compression,
-                              batch_limits=self.batch_limits, partitions_for=producer.partitions_for)
-        builder = TransactionBuilder(state, retention_ms=int(d.ledger_retention_hours * 3600_000),
-                                     batch_limits=self.batch_limits, layout=layout)
-        committer = Committer(
-            producer, builder, self.config.kafka.ledger_topic,
-            max_rows=d.transaction_max_rows, max_bytes=d.transaction_max_bytes,
-            max_ms=d.transaction_max_ms,
-            # Few units between the speed limiter and Kafka: a changed limit shows within a second.
-            queue_size=max(2, self.workers), wait_timeout_s=self._wait_timeout_s(),
-            on_commit=self._on_commit)
+                              batch_limits=self.batch_limits, partitions_for=first.partitions_for)
+        committers: dict[int, Committer] = {}
+        for shard, producer in producers.items():
+            builder = TransactionBuilder(state.states[shard],
+                                         retention_ms=int(d.ledger_retention_hours * 3600_000),
+                                         batch_limits=self.batch_limits, layout=layout)
+            committers[shard] = Committer(
+                producer, builder, self.config.kafka.ledger_topic, ledger_partition=shard,
+                max_rows=d.transaction_max_rows, max_bytes=d.transaction_max_bytes,
+                max_ms=d.transaction_max_ms,
+                # Few units between the speed limiter and Kafka: a changed limit shows within a
+                # second.
+                queue_size=max(2, self.workers), wait_timeout_s=self._wait_timeout_s(),
+                on_commit=self._on_commit)
+        queues = ShardQueues({s: c.queue for s, c in committers.items()}, assignment.total)
         work_queue: asyncio.Queue[FileWork] = WorkQueue(maxsize=d.queue_size)
         pool = WorkerPool(
-            queue=work_queue, out=committer.queue, sources=self._source_config,
+            queue=work_queue, out=queues, sources=self._source_config,
             opener=FileOpener(self._read_stack(), self.config.kafka.schema_registry,
                               registry_ca_file=(self.config.kafka.client.get("_ssl") or {}).get(
                                   "ssl.ca.location") or self.config.hdfs.ca_file,
@@ -360,12 +428,12 @@ class Daemon:
             limiter=self.limiter, is_paused=self._is_paused,
             on_source_failed=self._source_failed, locate=self._locate,
             on_read_error=self._note_error, layout=layout)
-        intake = Intake(state, to_committer=committer.queue, to_workers=work_queue,
+        intake = Intake(state, to_committer=queues, to_workers=work_queue,
                         sources=lambda: [rt.config for rt in self.sources.values()],
                         refused=self.refused, on_detected=self._on_detected,
                         on_ready=self._mark_ready, on_edits=self._on_edits)
-        return FlowState(state=state, committer=committer, pool=pool, work_queue=work_queue,
-                         intake=intake)
+        return FlowState(state=state, committers=committers, queues=queues, assignment=assignment,
+                         pool=pool, work_queue=work_queue, intake=intake)
 
     async def _open_read_stack(self) -> None:
         """The read stack ([hdfs] reader), built at the first life and kept until the daemon
@@ -391,19 +459,21 @@ class Daemon:
 
     async def _stream(self, flow: FlowState) -> None:
         flow.pool.start()
-        committer_task = asyncio.create_task(flow.committer.run(), name="committer")
+        committer_tasks = [asyncio.create_task(c.run(), name=f"committer-{s}")
+                           for s, c in flow.committers.items()]
         intake_task = asyncio.create_task(self._detect(flow), name="intake")
         stop_task = asyncio.create_task(self.stopping.wait(), name="stop")
+        membership = self.membership
         try:
             while True:
-                done, _ = await asyncio.wait([committer_task, intake_task, stop_task],
+                done, _ = await asyncio.wait([*committer_tasks, intake_task, stop_task],
                                              timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
                 if self._reload_requested:
                     self._reload_requested = False
                     if await self.reload():
                         # Added sources get their first-start treatment in a new life.
                         self._restart_requested = True
-                if stop_task in done or self._restart_requested:
+                if stop_task in done or self._restart_requested or self._revoking:
                     break
                 for t in done:
                     if t is not stop_task:
@@ -411,25 +481,27 @@ class Daemon:
                         if exc is not None:
                             raise exc
                         raise CommitterError(f"{t.get_name()} ended unexpectedly")
-                failure = flow.pool.failure()
+                failure = flow.pool.failure() or (membership.failure() if membership else None)
                 if failure is not None:
                     raise failure
-            # Drain: stop detecting and decoding, then commit what the committer holds.
+            # Drain: stop detecting and decoding, then commit what the committers hold.
             intake_task.cancel()
             await flow.pool.stop()
-            flow.committer.stop()
-            try:
-                await asyncio.wait_for(asyncio.shield(committer_task), self.config.daemon.shutdown_timeout_s)
-            except TimeoutError:
-                log.warning("open transaction not committed in time; it will be aborted",
+            for c in flow.committers.values():
+                c.stop()
+            _, late = await asyncio.wait([asyncio.shield(t) for t in committer_tasks],
+                                         timeout=self.config.daemon.shutdown_timeout_s)
+            if late:
+                log.warning("open transactions not committed in time; they will be aborted",
                             timeout_s=self.config.daemon.shutdown_timeout_s)
-            if committer_task.done() and not committer_task.cancelled() and committer_task.exception():
-                raise committer_task.exception()  # type: ignore[misc]
+            for t in committer_tasks:
+                if t.done() and not t.cancelled() and t.exception():
+                    raise t.exception()  # type: ignore[misc]
         finally:
             stop_task.cancel()
-            for t in (intake_task, committer_task, *flow.tasks):
+            for t in (intake_task, *committer_tasks, *flow.tasks):
                 t.cancel()
-            await asyncio.gather(intake_task, committer_task, *flow.tasks, return_exceptions=True)
+            await asyncio.gather(intake_task, *committer_tasks, *flow.tasks, return_exceptions=True)
             await flow.pool.stop()
 
     async def _detect(self, flow: FlowState) -> None:
@@ -521,19 +593,35 @@ class Daemon:
 
     # ------------------------------------------------------------------ speed (live)
 
+    @property
+    def share(self) -> float:
+        """This member's share of the group's limits: the shards it owns over all shards (files
+        spread evenly over the shards, so the members' shares add up to each limit)."""
+        a = self.assignment
+        if a is None or not a.total:
+            return 1.0
+        return len(a.shards) / a.total
+
+    def _limit(self, value: float | None) -> float | None:
+        share = self.share
+        return value if value is None or share == 0 else value * share
+
     def _apply_limits(self) -> None:
-        self.limiter.set(GLOBAL, self.config.daemon.rows_per_second, None)
+        """The limits of the config, or those set live since the last reload, times this
+        member's share (applied again when the group gives it other shards)."""
+        rows = self._overrides.get(GLOBAL, (self.config.daemon.rows_per_second, None))[0]
+        self.limiter.set(GLOBAL, self._limit(rows), None)
         for name, rt in self.sources.items():
-            self.limiter.set(name, rt.config.rows_per_second, rt.config.bytes_per_second)
+            rows, nbytes = self._overrides.get(
+                name, (rt.config.rows_per_second, rt.config.bytes_per_second))
+            self.limiter.set(name, self._limit(rows), self._limit(nbytes))
 
     def set_rate(self, name: str, rows_per_second: float | None, bytes_per_second: float | None) -> None:
         """Change a source's limits now (until the next reload sets them from the file)."""
-        if name == GLOBAL:
-            self.limiter.set(GLOBAL, rows_per_second, None)
-            return
-        if name not in self.sources:
+        if name != GLOBAL and name not in self.sources:
             raise KeyError(name)
-        self.limiter.set(name, rows_per_second, bytes_per_second)
+        self._overrides[name] = (rows_per_second, None if name == GLOBAL else bytes_per_second)
+        self._apply_limits()
         log.info("rate changed", source=name, rows_per_second=rows_per_second,
                  bytes_per_second=bytes_per_second)
 
@@ -602,6 +690,7 @@ class Daemon:
         self.sources = sources
         for name in plan.removed:
             self.limiter.remove(name)
+        self._overrides.clear()  # the file's limits again
         # hdfs and kafka are unchanged (else refused above); the admin token is read per request.
         self.config = new
         self._apply_limits()

@@ -94,6 +94,20 @@ def namenode_document(daemon: Daemon) -> dict[str, Any]:
             "connects": nn.connects}
 
 
+def group_document(daemon: Daemon) -> dict[str, Any]:
+    """This member's part of its group: the shards it streams, of how many, in which generation."""
+    m = getattr(daemon, "membership", None)
+    current = m.current if m is not None else None
+    flow = daemon.flow
+    return {"group": daemon.config.daemon.group_name, "shards": daemon.shards_total,
+            "shards_streaming": list(flow.assignment.shards) if flow is not None else [],
+            "shards_assigned": list(current.shards) if current is not None else None,
+            "generation": current.generation if current is not None else None,
+            "rebalances": m.rebalances if m is not None else 0,
+            "last_rebalance_s": round(m.last_rebalance_s, 3)
+            if m is not None and m.last_rebalance_s is not None else None}
+
+
 def status_document(daemon: Daemon) -> dict[str, Any]:
     flow = daemon.flow
     files = []
@@ -132,6 +146,7 @@ def status_document(daemon: Daemon) -> dict[str, Any]:
                         "last_batch_age_s": round(time.time() - daemon.last_edit_batch_unix, 3)
                         if daemon.last_edit_batch_unix else None},
         "namenode": namenode_document(daemon),
+        "group": group_document(daemon),
         "transactions": {"committed": stats.transactions,
                          "last_commit_unix": stats.last_commit_unix or None},
         "sources": sources,

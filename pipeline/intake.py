@@ -8,6 +8,9 @@
             flight); a done file that changed is quarantined, once
     start() records admitted files in the ledger, then hands them to the workers
 
+With several shards (pipeline/shards.py) the intake sees every file and takes those of the
+shards this member owns; `to_committer` is then the shards' committers' queues together.
+
 Exactly once rests on one order: a file's `FilesRecorded` is queued to the committer before
 its `FileWork` reaches a worker, so its first rows can never commit before its entry. `start`
 is the one way a new file reaches the workers, and it does both, in that order (the committer's
@@ -27,8 +30,17 @@ from hdfswatch.detector import FileReady, PathMatcher
 from hdfswatch.errors import EditLogNotOpen
 from pipeline import ledger as ledger_mod
 from pipeline.config import SourceConfig
-from pipeline.items import FileFinished, FileQuarantined, FilesRecorded, FileWork, Item, UnitRecords
+from pipeline.items import (
+    FileFinished,
+    FileQuarantined,
+    FilesRecorded,
+    FileWork,
+    Item,
+    ItemSink,
+    UnitRecords,
+)
 from pipeline.ledger import FileEntry, LedgerState
+from pipeline.shards import OwnedLedger
 
 log = structlog.get_logger("hdfs2kafka.intake")
 
@@ -39,13 +51,13 @@ STREAM_RECORD_INTERVAL_S = 5.0
 class Intake:
     """Detection and admission for one flow (rebuilt with it after a failed transaction)."""
 
-    def __init__(self, state: LedgerState, *, to_committer: asyncio.Queue[Item],
+    def __init__(self, state: LedgerState | OwnedLedger, *, to_committer: ItemSink,
                  to_workers: asyncio.Queue[FileWork], sources: Callable[[], Sequence[SourceConfig]],
                  refused: dict[int, tuple[str, str]],
                  on_detected: Callable[[str], None] = lambda source: None,
                  on_ready: Callable[[], None] = lambda: None,
                  on_edits: Callable[[int | None], None] = lambda txid: None) -> None:
-        self.state = state
+        self.state = state if isinstance(state, OwnedLedger) else OwnedLedger({0: state}, 1)
         self.to_committer = to_committer
         self.to_workers = to_workers
         self.sources = sources
@@ -178,6 +190,8 @@ class Intake:
             src = self.route(r.path, only)
             if src is None or r.file_id in self.in_flight:
                 continue  # in flight: streaming, or renamed while it streams (its worker follows)
+            if not self.state.takes(r.file_id, None if listed else r.txid):
+                continue  # another member's shard, or an edit this shard has recorded already
             fmt = src.format if src.format != "auto" else ("avro" if r.path.endswith(".avro") else "parquet")
             verdict, start = self.state.decide(r.file_id, r.size, r.mtime, fmt, listed)
             if verdict == "skip":

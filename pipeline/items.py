@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.ledger import FileEntry
 
@@ -106,3 +106,10 @@ class FilesRecorded:
 
 
 Item = UnitRecords | FileFinished | FileQuarantined | FilesRecorded
+
+
+class ItemSink(Protocol):
+    """Where the intake and the workers put items for the committers: a committer's queue, or
+    `pipeline.shards.ShardQueues` (each item to its shard's committer)."""
+
+    async def put(self, item: Item) -> None: ...

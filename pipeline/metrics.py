@@ -140,7 +140,7 @@ class _StateCollector:
         yield gauge("work_queue_depth", "Ready files waiting for a worker",
                     float(flow.work_queue.qsize()) if flow else 0.0)
         yield gauge("commit_queue_depth", "Encoded units waiting for the committer",
-                    float(flow.committer.queue.qsize()) if flow else 0.0)
+                    float(flow.queues.qsize()) if flow else 0.0)
         yield gauge("workers", "Configured workers", float(flow.pool.size) if flow else 0.0)
         yield gauge("workers_busy", "Workers streaming a file", float(flow.pool.busy) if flow else 0.0)
         yield gauge("files_in_flight", "Files detected and not yet done",
@@ -149,6 +149,7 @@ class _StateCollector:
             counts = flow.state.counts()
             yield gauge("ledger_entries", "File entries held in the ledger by state", labels=["state"],
                         samples=[([k], float(v)) for k, v in counts.items()])
+        yield from _group_metrics(d)
         limiter: Any = d.limiter
         rows_s, bytes_s, paused = [], [], []
         for name, rt in d.sources.items():
@@ -164,6 +165,27 @@ class _StateCollector:
         yield gauge("source_paused", "1 while a source is paused or stopped by its error policy",
                     labels=["source"], samples=paused)
         yield from _loop_lag_metrics(getattr(d, "loop_lag", None))
+
+
+def _group_metrics(d: Any) -> Iterator[Metric]:
+    """This member's part of its group: shards owned (0 while a rebalance is under way: summed
+    over the members, less than the group's shards means a shard nobody streams), the group's
+    shard count, the generation, rebalances and the last one's duration."""
+    m = getattr(d, "membership", None)
+    current = m.current if m is not None else None
+    streaming = d.flow.assignment.shards if d.flow is not None else ()
+    yield GaugeMetricFamily(f"{PREFIX}_group_shards_owned", "Shards this member streams now",
+                            value=float(len(streaming)))
+    yield GaugeMetricFamily(f"{PREFIX}_group_shards", "The group's shards (its ledger topic's "
+                            "partitions)", value=float(d.shards_total or 0))
+    yield GaugeMetricFamily(f"{PREFIX}_group_generation", "The group generation of this member's "
+                            "assignment (-1: none)",
+                            value=float(current.generation) if current is not None else -1.0)
+    yield CounterMetricFamily(f"{PREFIX}_group_rebalances", "Assignments this member received "
+                              "(the first join counts)", value=float(m.rebalances if m else 0))
+    yield GaugeMetricFamily(f"{PREFIX}_group_last_rebalance_seconds", "From the shards' revoke "
+                            "to the next assignment, last rebalance",
+                            value=float(m.last_rebalance_s) if m and m.last_rebalance_s is not None else 0.0)
 
 
 def _loop_lag_metrics(monitor: LoopLagMonitor | None) -> Iterator[Metric]:

@@ -37,7 +37,14 @@ from hdfsread.stack import ReadStack
 from hdfswatch.backoff import Backoff
 from hdfswatch.errors import AccessError, FatalError, PermanentError, TransientError
 from pipeline.config import SourceConfig
-from pipeline.items import FileFinished, FileQuarantined, FilesRecorded, FileWork, Item, UnitRecords
+from pipeline.items import (
+    FileFinished,
+    FileQuarantined,
+    FilesRecorded,
+    FileWork,
+    ItemSink,
+    UnitRecords,
+)
 from pipeline.kafka.layout import RecordLayout
 from pipeline.ledger import FileEntry, advance
 from pipeline.positions import (
@@ -281,7 +288,7 @@ def _offset(pos: Position, rows: int) -> Position:
 
 
 class WorkerPool:
-    def __init__(self, *, queue: asyncio.Queue[FileWork], out: asyncio.Queue[Item],
+    def __init__(self, *, queue: asyncio.Queue[FileWork], out: ItemSink,
                  sources: Callable[[str], SourceConfig | None], opener: FileOpener,
                  unit_rows: int, workers: int,
                  limiter: Any = None, is_paused: Callable[[str], bool] | None = None,

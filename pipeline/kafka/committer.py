@@ -1,4 +1,5 @@
-"""The committer: one transactional Kafka producer, rows and ledger records together.
+"""The committer: one transactional Kafka producer, rows and ledger records together, for one
+shard (a member owning several shards runs one committer per shard, each with its producer).
 
 Workers decode and encode in parallel and hand finished units here through a bounded queue
 (the queue is the backpressure: a slow broker slows reading). The committer keeps one
@@ -47,11 +48,13 @@ log = structlog.get_logger("hdfs2kafka.committer")
 class Committer:
     def __init__(self, producer: Any, builder: TransactionBuilder, ledger_topic: str, *,
                  max_rows: int, max_bytes: int, max_ms: int, queue_size: int = 16,
-                 wait_timeout_s: float = 60.0,
+                 wait_timeout_s: float = 60.0, ledger_partition: int = 0,
                  on_commit: Callable[[Committed], None] | None = None) -> None:
         self.producer = producer
         self.builder = builder
         self.ledger_topic = ledger_topic
+        self.ledger_partition = ledger_partition
+        """The shard's partition of the ledger topic: its ledger records go there."""
         self.max_rows = max_rows
         self.max_bytes = max_bytes
         self.max_ms = max_ms
@@ -165,7 +168,7 @@ class Committer:
 
     async def _commit(self) -> None:
         for key, value in self.builder.ledger_records():
-            await self._send_one(self.ledger_topic, value, key, 0)
+            await self._send_one(self.ledger_topic, value, key, self.ledger_partition)
         await self._await_sends()
         try:
             await kafka_errors.bounded(self.producer.commit_transaction(), self.wait_timeout_s)

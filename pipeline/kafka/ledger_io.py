@@ -1,6 +1,6 @@
-"""The ledger topic's I/O: create it (compacted, one partition) or check the one there, and fold
-every committed record of it into a `LedgerState`; claim it for a life (the owner record). What
-the records mean is `pipeline.ledger`'s."""
+"""The ledger topic's I/O: create it (compacted, one partition per shard) or check the one there,
+and fold every committed record of a shard's partition into a `LedgerState`. What the records
+mean is `pipeline.ledger`'s; what a shard is, `pipeline.shards`'."""
 
 from __future__ import annotations
 
@@ -8,13 +8,10 @@ import asyncio
 import gc
 from typing import Any
 
-import orjson
-
-from pipeline.config import KafkaConfig
+from pipeline.config import DEFAULT_SHARDS, KafkaConfig
 from pipeline.kafka import errors as kafka_errors
 from pipeline.kafka.client import admin_client, committed_consumer, kafka_identity, start_client
-from pipeline.kafka.errors import CommitterError, Fenced
-from pipeline.ledger import Keys, LedgerError, LedgerState
+from pipeline.ledger import LedgerError, LedgerState
 
 LEDGER_TOPIC_CONFIG = {
     "cleanup.policy": "compact",
@@ -29,9 +26,12 @@ TOPIC_ALREADY_EXISTS = 36  # Kafka's error codes
 TOPIC_AUTHORIZATION_FAILED = 29
 
 
-async def ensure_ledger_topic(kafka: KafkaConfig) -> None:
-    """Create the compacted ledger topic if it is missing; refuse one that is not compacted or
-    has more than one partition."""
+async def ensure_ledger_topic(kafka: KafkaConfig, shards: int | None = None) -> int:
+    """Create the compacted ledger topic if it is missing, with `shards` partitions (None: the
+    default); refuse one that is not compacted, or whose partitions are not `shards` when that
+    is set. Returns the topic's partition count: the group's shards."""
+
+
     from aiokafka.admin import NewTopic
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
     from aiokafka.errors import TopicAlreadyExistsError
@@ -44,7 +44,7 @@ async def ensure_ledger_topic(kafka: KafkaConfig) -> None:
         rf = kafka.ledger_replication or min(3, brokers)
         try:
             resp = await admin.create_topics(
-                [NewTopic(topic, 1, rf, topic_configs=dict(LEDGER_TOPIC_CONFIG))])
+                [NewTopic(topic, shards or DEFAULT_SHARDS, rf, topic_configs=dict(LEDGER_TOPIC_CONFIG))])
             for _, code, *_rest in getattr(resp, "topic_errors", []):
                 if code == TOPIC_ALREADY_EXISTS:
                     raise TopicAlreadyExistsError
@@ -56,13 +56,24 @@ async def ensure_ledger_topic(kafka: KafkaConfig) -> None:
                         bootstrap=kafka.bootstrap, operation="Create", resources=(topic,)))
                 if code != 0:
                     raise LedgerError(f"cannot create ledger topic {topic!r}: error code {code}")
-            return
+            return shards or DEFAULT_SHARDS
         except TopicAlreadyExistsError:
             pass
         meta = await admin.describe_topics([topic])
-        if meta and len(meta[0].get("partitions") or []) != 1:
-            raise LedgerError(f"ledger topic {topic!r} must have exactly 1 partition "
-                              f"(has {len(meta[0]['partitions'])})")
+        have = len(meta[0].get("partitions") or []) if meta else 0
+        if have < 1:
+            raise LedgerError(f"ledger topic {topic!r}: no partitions in its metadata")
+        if shards is not None and have != shards:
+            if have == 1:
+                raise LedgerError(
+                    f"ledger topic {topic!r} has 1 partition (the ledger of a group of one shard); "
+                    f"[daemon] shards = {shards} needs {shards}: stop every daemon of the group and "
+                    f"run `hdfs2kafka ledger reshard --shards {shards}` with this config once (it "
+                    "moves each file's entry to its shard), or remove `shards` to go on with 1")
+            raise LedgerError(
+                f"ledger topic {topic!r} has {have} partitions, the group's shards; [daemon] shards "
+                f"= {shards} differs: the shard count is fixed when the group is created (set "
+                f"shards = {have}, or remove it)")
         configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
         for cresp in configs:
             for res in cresp.resources:
@@ -70,6 +81,7 @@ async def ensure_ledger_topic(kafka: KafkaConfig) -> None:
                     if entry[0] == "cleanup.policy" and "compact" not in str(entry[1]):
                         raise LedgerError(f"ledger topic {topic!r} has cleanup.policy={entry[1]}; it must "
                                           "be compact (delete it, or set cleanup.policy=compact)")
+        return have
 
 
 FETCH_BYTES = 8 * 1024 * 1024
@@ -78,11 +90,20 @@ FOLD_RECORDS = 2048
 """Records handed to the loader at once (its values are parsed in one call; more is slower)."""
 
 
-async def read_ledger(kafka: KafkaConfig, state: LedgerState, timeout_s: float = 120.0) -> LedgerState:
-    """Fold every committed record of the ledger into `state` and return it.
+async def read_ledger(kafka: KafkaConfig, state: LedgerState, timeout_s: float = 120.0,
+                      partition: int = 0) -> LedgerState:
+    """Fold every committed record of one partition (shard) of the ledger into `state`."""
+    await read_shards(kafka, {partition: state}, timeout_s)
+    return state
 
-    Call only after the transactional producer has started: that fences a dead writer and aborts
-    its open transaction, so the last stable offset reaches the end of the topic.
+
+async def read_shards(kafka: KafkaConfig, states: dict[int, LedgerState],
+                      timeout_s: float = 120.0) -> dict[int, LedgerState]:
+    """Fold every committed record of each shard's partition into its state, one after the
+    other, with one consumer.
+
+    Call only after the shard's transactional producer has started: that fences a dead writer
+    and aborts its open transaction, so the last stable offset reaches the end of the partition.
 
     The records are fetched read_committed with the consumer's own connection, and their
     batches are handed whole to the state's `Loader` (no consumer record object per record);
@@ -95,31 +116,32 @@ async def read_ledger(kafka: KafkaConfig, state: LedgerState, timeout_s: float =
     consumer: Any = committed_consumer(kafka.bootstrap, settings=kafka.client,
                                        max_partition_fetch_bytes=FETCH_BYTES, fetch_max_bytes=FETCH_BYTES)
     await start_client(consumer, "starting the ledger reader")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
     try:
-        tp = TopicPartition(topic, 0)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        loader = state.loader()
-        client = getattr(consumer, "_client", None)
-        if client is not None and hasattr(client, "send") and hasattr(client, "cluster"):
-            start = (await consumer.beginning_offsets([tp]))[tp]
-            end = (await consumer.end_offsets([tp]))[tp]
-            await _fetch_and_fold(client, tp, start, end, loader, deadline)
-        else:  # pragma: no cover - another aiokafka
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-            while await consumer.position(tp) < end:
-                if loop.time() > deadline:
-                    raise LedgerError(f"reading ledger topic {topic!r} timed out at offset "
-                                      f"{await consumer.position(tp)} of {end}")
-                batch = await consumer.getmany(tp, timeout_ms=500, max_records=100_000)
-                loader.add(batch.get(tp, []))
-        loader.finish()
+        for partition, state in sorted(states.items()):
+            tp = TopicPartition(topic, partition)
+            loader = state.loader()
+            client = getattr(consumer, "_client", None)
+            if client is not None and hasattr(client, "send") and hasattr(client, "cluster"):
+                start = (await consumer.beginning_offsets([tp]))[tp]
+                end = (await consumer.end_offsets([tp]))[tp]
+                await _fetch_and_fold(client, tp, start, end, loader, deadline)
+            else:  # pragma: no cover - another aiokafka
+                consumer.assign([tp])
+                await consumer.seek_to_beginning(tp)
+                end = (await consumer.end_offsets([tp]))[tp]
+                while await consumer.position(tp) < end:
+                    if loop.time() > deadline:
+                        raise LedgerError(f"reading ledger topic {topic!r} timed out at offset "
+                                          f"{await consumer.position(tp)} of {end}")
+                    batch = await consumer.getmany(tp, timeout_ms=500, max_records=100_000)
+                    loader.add(batch.get(tp, []))
+            loader.finish()
     finally:
         await consumer.stop()
     _release_freed_memory()
-    return state
+    return states
 
 
 def _release_freed_memory() -> None:
@@ -252,22 +274,3 @@ def _fold_batches(batches: list[Any], aborted_transactions: list[tuple[int, int]
             records = []
     if records:
         loader.add(records)
-
-
-async def claim_ledger(producer: Any, kafka: KafkaConfig, instance_id: str, owner: dict[str, Any], *,
-                       timeout_s: float) -> None:
-    """Commit `owner` as the ledger's owner record, in a transaction of its own, with a
-    producer that has just fenced the previous one: after a fence, reading the record back
-    tells another instance from a transaction the coordinator timed out."""
-    key = Keys(instance_id).owner()
-    try:
-        await asyncio.wait_for(producer.begin_transaction(), timeout_s)
-        fut = await asyncio.wait_for(
-            producer.send(kafka.ledger_topic, orjson.dumps(owner), key=key, partition=0), timeout_s)
-        await kafka_errors.bounded(fut, timeout_s)
-        await kafka_errors.bounded(producer.commit_transaction(), timeout_s)
-    except Exception as exc:
-        failure = kafka_errors.background_failure(producer) or exc
-        if kafka_errors.is_fenced(failure):
-            raise Fenced(f"fenced while claiming the ledger: {failure!r}") from exc
-        raise CommitterError(f"could not claim the ledger: {type(exc).__name__}: {exc}") from exc

@@ -34,7 +34,8 @@ def families() -> dict[str, str]:
     daemon = Daemon(config_mod.load(EXAMPLE))
     daemon.flow = SimpleNamespace(  # type: ignore[assignment]
         state=LedgerState(daemon.config.daemon.instance_id),
-        committer=SimpleNamespace(queue=asyncio.Queue()),
+        queues=asyncio.Queue(),
+        assignment=SimpleNamespace(shards=(0,)),
         pool=SimpleNamespace(size=2, busy=1),
         work_queue=asyncio.Queue(),
         intake=SimpleNamespace(in_flight=set()),

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import DaemonConfig
-from pipeline.daemon import EXIT_CONFIG, EXIT_FENCED
+from pipeline.daemon import EXIT_CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "hdfs2kafka.service"
@@ -116,8 +116,8 @@ def test_the_unit_says_what_the_daemon_does() -> None:
         "/bin/kill -HUP $MAINPID",
     ]
     assert one("Restart") == "on-failure"
-    # The daemon's exit codes that a restart cannot fix: bad config, fenced by a twin.
-    assert {int(c) for c in one("RestartPreventExitStatus").split()} == {EXIT_CONFIG, EXIT_FENCED}
+    # The daemon's exit code that a restart cannot fix: a bad config.
+    assert {int(c) for c in one("RestartPreventExitStatus").split()} == {EXIT_CONFIG}
     # Stopping drains: the open transaction gets shutdown_timeout_s, plus time to close.
     stop = one("TimeoutStopSec")
     assert stop.endswith("s") and int(stop[:-1]) >= DaemonConfig.shutdown_timeout_s * 2

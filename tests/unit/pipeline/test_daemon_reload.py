@@ -94,6 +94,7 @@ CHANGED: dict[str, Any] = {
     "transaction_max_rows": 1000, "transaction_max_bytes": 1 << 20, "transaction_max_ms": 50,
     "ledger_retention_hours": 24.0, "shutdown_timeout_s": 5.0, "rows_per_second": 1000.0,
     "http_tls_cert": "cert.pem", "http_tls_key": "key.pem",  # written with both (a pair)
+    "group": "etl", "shards": 4, "group_session_timeout_s": 20.0,
 }
 
 

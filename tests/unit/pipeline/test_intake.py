@@ -116,7 +116,7 @@ async def test_a_file_kafka_refused_is_quarantined_where_its_committed_rows_end(
                        state=ACTIVE, next="rg:1/0", rows=10)
     refused = {1: ("orders", "Kafka refused its records: too large")}
     it = intake(active, refused=refused)
-    await it.resume(it.state.files[1])
+    await it.resume(it.state.get(1))
     (q,) = drained(it.to_committer)
     assert isinstance(q, FileQuarantined) and q.position == "rg:1/0" and "too large" in q.reason
     assert it.to_workers.empty()

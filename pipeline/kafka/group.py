@@ -1,0 +1,220 @@
+"""Membership of a group: which shards this daemon owns, decided by Kafka's group protocol.
+
+Every daemon with the same `[daemon] group` joins the Kafka consumer group `hdfs2kafka-<group>`,
+subscribed to the ledger topic. The group coordinator (a broker) keeps the members' list and
+their heartbeats; the leader member assigns the ledger topic's partitions, which are the shards
+(`pipeline.shards`), with `ShardAssignor`: balanced and sticky. Nothing else decides who owns
+what. No record of the ledger is read through this consumer (its partitions stay paused): a
+shard is restored by `pipeline.kafka.ledger_io` after its producer has fenced the last owner.
+
+aiokafka's rebalances are eager: on a change of members every member gives up all its shards
+(`on_revoke`, which drains the daemon's flow: the open transactions commit at a unit boundary)
+before the new assignment is made. The daemon then starts a new life for the shards it got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+
+from pipeline import shards as shards_mod
+from pipeline.config import KafkaConfig
+from pipeline.kafka.client import client_args, connection_args, start_client
+
+log = structlog.get_logger("hdfs2kafka.group")
+
+ASSIGNOR_NAME = "hdfs2kafka-shards"
+
+
+def group_id(group: str) -> str:
+    """The Kafka consumer group of a daemon group (ACLs: prefix `hdfs2kafka-`, as the
+    transactional ids)."""
+    return f"hdfs2kafka-{group}"
+
+
+@dataclass(frozen=True)
+class Assignment:
+    generation: int
+    shards: tuple[int, ...]
+    total: int
+    """The group's shard count (the ledger topic's partitions)."""
+
+
+def member_info(raw: bytes | None) -> dict[str, Any]:
+    """A member's user data (what it told the group when it joined), {} if unreadable."""
+    try:
+        info = orjson.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+class ShardAssignor:
+    """aiokafka's assignor interface for the shards: `pipeline.shards.assign` over the ledger
+    topic's partitions. Each member's user data carries what it is (instance, host, status URL)
+    and the shards it owned, for stickiness and for `hdfs2kafka status --group`."""
+
+    name = ASSIGNOR_NAME
+    version = 0
+
+    def __init__(self, topic: str, info: Mapping[str, Any]) -> None:
+        self.topic = topic
+        self.info = dict(info)
+        self.owned: tuple[int, ...] = ()
+
+    def metadata(self, topics: Iterable[str]) -> Any:
+        from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
+
+        data = orjson.dumps({**self.info, "owned": list(self.owned)})
+        return ConsumerProtocolMemberMetadata(self.version, sorted(topics), data)
+
+    def assign(self, cluster: Any, members: Mapping[str, Any]) -> dict[str, Any]:
+        from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+        parts = cluster.partitions_for_topic(self.topic) or set()
+        total = max(parts) + 1 if parts else 0
+        plan = shards_mod.assign(
+            [shards_mod.Member(mid, tuple(member_info(m.user_data).get("owned") or ()))
+             for mid, m in members.items()], total)
+        return {mid: ConsumerProtocolMemberAssignment(self.version, [(self.topic, got)], b"")
+                for mid, got in plan.items()}
+
+    def on_assignment(self, assignment: Any) -> None:
+        self.owned = tuple(sorted(tp.partition for tp in assignment.partitions()))
+
+
+class Membership:
+    """This daemon in its group, from `start` to `stop` (kept across the daemon's lives).
+
+    `assigned()` waits for the shards of the current generation; `on_revoke` is awaited when
+    they are taken back (it must have stopped writing them when it returns). `rejoin()` asks for
+    a new generation (after this member's producer was fenced: its view may be stale).
+    """
+
+    def __init__(self, kafka: KafkaConfig, group: str, info: Mapping[str, Any], *,
+                 session_timeout_s: float, rebalance_timeout_s: float,
+                 on_revoke: Callable[[], Awaitable[None]]) -> None:
+        self.kafka = kafka
+        self.group = group
+        self.assignor = ShardAssignor(kafka.ledger_topic, info)
+        self.session_timeout_s = session_timeout_s
+        self.rebalance_timeout_s = rebalance_timeout_s
+        self.on_revoke = on_revoke
+        self.current: Assignment | None = None
+        self._changed = asyncio.Event()
+        self.consumer: Any = None
+        self._poll: asyncio.Task[None] | None = None
+        self.rebalances = 0
+        """Assignments received (the first join counts)."""
+        self.last_rebalance_s: float | None = None
+        """From the revoke (or the first join's start) to the assignment, last time."""
+        self._revoked_at: float | None = None
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+
+        membership = self
+
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                await membership._revoked()
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                membership._assigned(assigned)
+
+        args = connection_args(client_args(self.kafka.client))
+        session_ms = int(self.session_timeout_s * 1000)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.kafka.bootstrap, group_id=group_id(self.group),
+            enable_auto_commit=False, auto_offset_reset="latest", isolation_level="read_committed",
+            partition_assignment_strategy=(self.assignor,),
+            session_timeout_ms=session_ms, heartbeat_interval_ms=max(500, session_ms // 4),
+            rebalance_timeout_ms=int(self.rebalance_timeout_s * 1000), **args)
+        self._revoked_at = time.monotonic()
+        await start_client(self.consumer, "joining the group", self.kafka.client)
+        self.consumer.subscribe([self.kafka.ledger_topic], listener=Listener())
+        self._poll = asyncio.create_task(self._keep_polling(), name="group-poll")
+
+    async def _keep_polling(self) -> None:
+        """The consumer must poll to stay in the group (aiokafka leaves it when no fetch is
+        waiting for max.poll.interval.ms); its partitions are paused, so nothing is fetched."""
+        while True:
+            await self.consumer.getmany(timeout_ms=1000)
+
+    def failure(self) -> BaseException | None:
+        """Why the group's consumer stopped (an ACL refusing the group, say), if it did."""
+        if self._poll is not None and self._poll.done() and not self._poll.cancelled():
+            return self._poll.exception()
+        return None
+
+    async def _revoked(self) -> None:
+        self._revoked_at = time.monotonic()
+        had = self.current
+        self.current = None
+        self._changed.set()
+        if had is not None and had.shards:
+            log.info("shards revoked: stopping them at a unit boundary", shards=list(had.shards),
+                     generation=had.generation)
+        await self.on_revoke()
+
+    def _assigned(self, assigned: Any) -> None:
+        if assigned:
+            self.consumer.pause(*assigned)
+        parts = self.consumer._client.cluster.partitions_for_topic(self.kafka.ledger_topic) or set()
+        total = max(parts) + 1 if parts else 0
+        generation = int(getattr(getattr(self.consumer, "_coordinator", None), "generation", -1) or -1)
+        self.current = Assignment(generation, tuple(sorted(tp.partition for tp in assigned)), total)
+        self.rebalances += 1
+        if self._revoked_at is not None:
+            self.last_rebalance_s = time.monotonic() - self._revoked_at
+        self._changed.set()
+        log.info("shards assigned", shards=list(self.current.shards), of=total,
+                 generation=generation, rebalance_s=round(self.last_rebalance_s or 0.0, 3))
+
+    async def assigned(self) -> Assignment:
+        """The current generation's shards, once assigned."""
+        while self.current is None:
+            failure = self.failure()
+            if failure is not None:
+                raise failure
+            self._changed.clear()
+            if self.current is not None:
+                break
+            try:
+                await asyncio.wait_for(self._changed.wait(), 1.0)
+            except TimeoutError:
+                pass
+        return self.current
+
+    def revoked(self) -> bool:
+        """Whether the shards the caller got have been taken back since."""
+        return self.current is None
+
+    def rejoin(self) -> None:
+        """Ask the coordinator for a new generation: this member's producers were fenced, so
+        its assignment may be stale (it was out of the group while paused or cut off)."""
+        self.current = None
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        if coordinator is not None:
+            coordinator.request_rejoin()
+
+    async def stop(self) -> None:
+        """Leave the group (the others take its shards at once, not after the session timeout)."""
+        if self._poll is not None:
+            self._poll.cancel()
+            try:
+                await self._poll
+            except BaseException:
+                pass
+        if self.consumer is not None:
+            try:
+                await asyncio.wait_for(self.consumer.stop(), 10.0)
+            except Exception as exc:
+                log.warning("leaving the group failed; the others wait for the session timeout",
+                            error=f"{type(exc).__name__}: {exc}")
