@@ -97,6 +97,21 @@ async def read_ledger(kafka: KafkaConfig, state: LedgerState, timeout_s: float =
     return state
 
 
+async def read_every_shard(kafka: KafkaConfig, group: str, *, compact_done: bool = True,
+                           timeout_s: float = 120.0) -> dict[int, LedgerState]:
+    """Every shard's committed ledger (for tools and tests: the daemon reads only its own)."""
+    from pipeline.kafka.client import committed_consumer
+
+    consumer: Any = committed_consumer(kafka.bootstrap, settings=kafka.client)
+    await start_client(consumer, "reading the ledger topic's metadata")
+    try:
+        parts = await consumer.partitions_for_topic(kafka.ledger_topic) or {0}
+    finally:
+        await consumer.stop()
+    states = {p: LedgerState(group, compact_done=compact_done) for p in sorted(parts)}
+    return await read_shards(kafka, states, timeout_s)
+
+
 async def read_shards(kafka: KafkaConfig, states: dict[int, LedgerState],
                       timeout_s: float = 120.0) -> dict[int, LedgerState]:
     """Fold every committed record of each shard's partition into its state, one after the

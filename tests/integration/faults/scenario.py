@@ -39,8 +39,8 @@ from harness import (
 from hdfs import InsecureClient
 
 from pipeline.config import KafkaConfig
-from pipeline.kafka.ledger_io import read_ledger
-from pipeline.ledger import DONE, QUARANTINED, FileEntry, LedgerState
+from pipeline.kafka.ledger_io import read_every_shard
+from pipeline.ledger import DONE, QUARANTINED, FileEntry
 
 # The producer's transaction timeout in every scenario: a blackhole or a stall longer than this
 # makes the broker abort the open transaction.
@@ -336,9 +336,9 @@ class Scenario:
 
     async def ledger(self) -> dict[str, FileEntry]:
         """Each file's committed ledger entry, by path (read directly, read_committed)."""
-        state = LedgerState(self.instance_id, compact_done=False)  # with the done files' paths
-        await read_ledger(KafkaConfig(self.kafka.bootstrap, self.ledger_topic), state, timeout_s=60)
-        return {e.path: e for e in state.files.values()}
+        states = await read_every_shard(KafkaConfig(self.kafka.bootstrap, self.ledger_topic),
+                                        self.instance_id, compact_done=False, timeout_s=60)
+        return {e.path: e for st in states.values() for e in st.files.values()}
 
     async def wait_finished(self, timeout: float) -> dict[str, FileEntry]:  # noqa: ASYNC109
         """Until the ledger says every file put is done or quarantined (or `timeout`)."""

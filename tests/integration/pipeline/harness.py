@@ -26,7 +26,7 @@ from demo.sample_data import rows_for as rows_for
 from demo.sample_data import sample_file as sample_file
 from pipeline.config import KafkaConfig
 from pipeline.kafka.client import committed_consumer, create_topics
-from pipeline.kafka.ledger_io import read_ledger
+from pipeline.kafka.ledger_io import read_every_shard
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -266,12 +266,11 @@ async def status(url: str) -> dict[str, Any]:
 
 async def ledger_entries(bootstrap: str, ledger_topic: str, instance_id: str,
                          settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The committed ledger's file entries (`pipeline.ledger.FileEntry`), by file name."""
-    from pipeline.ledger import LedgerState
-
-    state = await read_ledger(KafkaConfig(bootstrap, ledger_topic, client=settings or {}),
-                              LedgerState(instance_id, compact_done=False))
-    return {e.path.rsplit("/", 1)[1]: e for e in state.files.values()}
+    """The committed ledger's file entries (`pipeline.ledger.FileEntry`), by file name, from
+    every shard (`instance_id`: the group, when the daemons set none)."""
+    states = await read_every_shard(KafkaConfig(bootstrap, ledger_topic, client=settings or {}),
+                                    instance_id, compact_done=False)
+    return {e.path.rsplit("/", 1)[1]: e for st in states.values() for e in st.files.values()}
 
 
 # --------------------------------------------------------------------------- the secure stack
