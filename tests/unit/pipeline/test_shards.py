@@ -1,0 +1,138 @@
+"""Shards: which member streams a file, and what each shard's ledger says across a member's
+shards (pure: no Kafka)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+from pipeline.items import FilesRecorded, UnitRecords
+from pipeline.ledger import ACTIVE, DONE, FileEntry, LedgerState
+from pipeline.shards import Member, OwnedLedger, ShardQueues, assign, shard_of
+
+pytestmark = pytest.mark.unit
+
+
+def entry(fid: int, state: str = "pending", ready_txid: int = 0, source: str = "s") -> FileEntry:
+    return FileEntry(source=source, path=f"/d/{fid}", file_id=fid, size=10, mtime=1, state=state,
+                     ready_txid=ready_txid, next="rg:1/0" if state == ACTIVE else None)
+
+
+def test_a_files_shard_never_changes_and_files_spread_evenly() -> None:
+    # Fixed values: a group's ledger places entries by them, so they must never change.
+    assert [shard_of(f, 8) for f in (16386, 16387, 16388, 16389)] == [6, 6, 5, 6]
+    assert [shard_of(f, 3) for f in (16386, 16387, 16388, 16389)] == [1, 2, 1, 2]
+    assert shard_of(123, 1) == 0
+    # Inode ids in steps (a job's file and its temporary directory alternate) still spread.
+    for step in (1, 2, 4, 8):
+        counts = Counter(shard_of(16386 + step * i, 8) for i in range(8000))
+        assert set(counts) == set(range(8))
+        assert max(counts.values()) < 1.15 * 1000, (step, counts)
+
+
+def test_shard_of_is_the_same_in_every_process() -> None:
+    # SplitMix64's finalizer on the id, modulo: no per-process salt (Python's hash() has one).
+    assert [shard_of(f, 6) for f in range(16386, 16394)] == [_splitmix(f) % 6 for f in range(16386, 16394)]
+
+
+def _splitmix(x: int) -> int:
+    m = (1 << 64) - 1
+    z = (x + 0x9E3779B97F4A7C15) & m
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+    return z ^ (z >> 31)
+
+
+def test_assignment_gives_every_shard_to_one_member_balanced() -> None:
+    for members in range(1, 8):
+        for shards in (1, 2, 6, 12):
+            plan = assign([Member(f"m{i}") for i in range(members)], shards)
+            got = sorted(s for v in plan.values() for s in v)
+            assert got == list(range(shards))
+            sizes = [len(v) for v in plan.values()]
+            assert max(sizes) - min(sizes) <= 1
+
+
+def test_assignment_is_sticky_when_a_member_joins_or_leaves() -> None:
+    first = assign([Member("a"), Member("b"), Member("c")], 6)
+    # A fourth joins: each old member keeps what its new share allows; only 1-2 shards move.
+    second = assign([Member(m, tuple(first[m])) for m in "abc"] + [Member("d")], 6)
+    moved = sum(1 for m in "abc" for s in first[m] if s not in second[m])
+    assert moved == len(second["d"]) and moved in (1, 2)
+    # One leaves: its shards are shared out, nobody else loses any.
+    third = assign([Member(m, tuple(second[m])) for m in "abd"], 6)
+    for m in "abd":
+        assert set(second[m]) <= set(third[m])
+    # Every member computing it gets the same answer (the order given does not matter).
+    assert assign([Member("b", (1,)), Member("a", (0,))], 2) == assign([Member("a", (0,)), Member("b", (1,))], 2)
+
+
+def test_assignment_ignores_claims_on_shards_that_do_not_exist_or_are_claimed_twice() -> None:
+    plan = assign([Member("a", (0, 1, 7)), Member("b", (1,))], 2)
+    assert sorted(plan["a"] + plan["b"]) == [0, 1] and len(plan["a"]) == len(plan["b"]) == 1
+
+
+def _owned(shards: int, states: dict[int, LedgerState]) -> OwnedLedger:
+    return OwnedLedger(states, shards)
+
+
+def test_owned_ledger_takes_only_its_shards_and_edits_past_each_shards_txid() -> None:
+    shards = 4
+    a, b = LedgerState("g"), LedgerState("g")
+    a.stream_txid, b.stream_txid = 100, 250
+    owned = _owned(shards, {0: a, 2: b})
+    fids = {s: next(f for f in range(16386, 20000) if shard_of(f, shards) == s) for s in range(4)}
+    assert owned.takes(fids[0], 101) and not owned.takes(fids[0], 100)
+    assert not owned.takes(fids[2], 250) and owned.takes(fids[2], 251)
+    assert not owned.takes(fids[1], 10_000) and not owned.takes(fids[3], None)
+    assert owned.takes(fids[2], None)  # a listing: the ledger decides
+    assert owned.stream_txid == 100  # the edit stream is read from the lowest shard's txid
+    # A shard with no txid yet (first start) takes every edit.
+    fresh = _owned(shards, {0: a, 1: LedgerState("g")})
+    assert fresh.takes(fids[1], 5) and fresh.stream_txid == 100
+    assert _owned(shards, {1: LedgerState("g")}).stream_txid is None
+
+
+def test_owned_ledger_answers_across_its_shards() -> None:
+    shards = 2
+    f0 = [f for f in range(16386, 16500) if shard_of(f, shards) == 0][:2]
+    f1 = [f for f in range(16386, 16500) if shard_of(f, shards) == 1][:2]
+    a, b = LedgerState("g"), LedgerState("g")
+    a.apply(a.keys.file(f0[0]), entry(f0[0], ACTIVE, ready_txid=5).to_json())
+    a.apply(a.keys.file(f0[1]), entry(f0[1], DONE).to_json())
+    b.apply(b.keys.file(f1[0]), entry(f1[0], "pending", ready_txid=3).to_json())
+    # An entry left in a shard it does not hash to (never written by the daemon) is not ours.
+    a.apply(a.keys.file(f1[1]), entry(f1[1], "pending", ready_txid=1).to_json())
+    a.apply(a.keys.source("s"), b'{"start_from": "earliest"}')
+    owned = _owned(shards, {0: a, 1: b})
+    assert [e.file_id for e in owned.unfinished()] == [f1[0], f0[0]]  # in ready order
+    assert owned.get(f0[1]) is not None and owned.get(f0[1]).state == DONE  # type: ignore[union-attr]
+    assert owned.decide(f0[1], 10, 1, "parquet", False) == ("skip", None)
+    assert owned.counts()["done"] == 1 and owned.counts()["active"] == 1
+    assert owned.sources == {}  # started in shard 0 only: its first start runs again for shard 1
+    b.apply(b.keys.source("s"), b'{"start_from": "earliest"}')
+    assert set(owned.sources) == {"s"}
+
+
+async def test_shard_queues_route_each_item_to_its_files_shard_in_order() -> None:
+    shards = 3
+    queues: dict[int, asyncio.Queue] = {0: asyncio.Queue(), 2: asyncio.Queue()}  # type: ignore[type-arg]
+    router = ShardQueues(queues, shards)
+    f0 = next(f for f in range(16386, 16500) if shard_of(f, shards) == 0)
+    f2 = next(f for f in range(16386, 16500) if shard_of(f, shards) == 2)
+    f1 = next(f for f in range(16386, 16500) if shard_of(f, shards) == 1)
+    await router.put(FilesRecorded(entries=[entry(f0), entry(f2)], stream_txid=42, sources_started=["s"]))
+    unit = UnitRecords(file_id=f2, source="s", topic="t", start="rg:0/0", end=None, values=[b"x"],
+                       keys=None, headers=None, nbytes=1)
+    await router.put(unit)
+    await router.put(FilesRecorded(entries=[], stream_txid=43))
+    got0 = [queues[0].get_nowait() for _ in range(queues[0].qsize())]
+    got2 = [queues[2].get_nowait() for _ in range(queues[2].qsize())]
+    assert [([e.file_id for e in i.entries], i.stream_txid, list(i.sources_started)) for i in got0] == \
+        [([f0], 42, ["s"]), ([], 43, [])]
+    assert isinstance(got2[0], FilesRecorded) and [e.file_id for e in got2[0].entries] == [f2]
+    assert got2[1] is unit and got2[2].stream_txid == 43  # type: ignore[union-attr]
+    with pytest.raises(KeyError):
+        await router.put(FilesRecorded(entries=[entry(f1)]))
