@@ -178,9 +178,11 @@ async def test_keys_avro_values_and_headers(stack, webhdfs, names, tmp_path: Pat
             assert seqs == sorted(seqs), f"key {key!r}: file {f} out of order"
 
 
-async def test_a_second_instance_with_the_same_id_fences_the_first(stack, webhdfs, names, tmp_path: Path):
-    """Two daemons with one instance_id (say, a standby node started by mistake): the older one
-    is fenced, logs why and exits with code 3; no row is duplicated or lost."""
+async def test_a_second_daemon_with_the_same_config_stands_by_and_takes_over(stack, webhdfs, names, tmp_path: Path):
+    """Two daemons with one instance_id and no group (say, a standby node): they form a group of
+    one shard; the second stands by while the first streams (the sticky assignment leaves the
+    shard where it is), and takes over when the first is SIGKILLed, after the session timeout,
+    resuming its files where their last commit ended: no row is duplicated or lost."""
     topic, base = names["topic"], names["dir"]
     await create_topic(stack.kafka_bootstrap, topic, 2)
     rows = {}
@@ -189,21 +191,24 @@ async def test_a_second_instance_with_the_same_id_fences_the_first(stack, webhdf
         put(webhdfs, f"{base}/in/part-{f}{suffix}", data)
         rows[f] = 20_000
     source = {"name": "rows", "path": f"{base}/in/*", "topic": topic}
-    # Slow enough that both are streaming at once.
-    first = write_config(tmp_path, stack, instance_id=names["instance"], ledger_topic=names["ledger"],
-                         sources=[dict(source)], rows_per_second=30_000, unit_rows=2000)
+    # Slow enough that the first is streaming when the second joins and when it is killed.
+    settings = dict(instance_id=names["instance"], ledger_topic=names["ledger"], rows_per_second=20_000,
+                    unit_rows=2000, group_session_timeout_s=6)
+    first = write_config(tmp_path, stack, sources=[dict(source)], **settings)
     (tmp_path / "b").mkdir()
-    second = write_config(tmp_path / "b", stack, instance_id=names["instance"],
-                          ledger_topic=names["ledger"], sources=[dict(source)],
-                          rows_per_second=30_000, unit_rows=2000)
+    second = write_config(tmp_path / "b", stack, sources=[dict(source)], **settings)
     with DaemonProcess(first, tmp_path) as a, DaemonProcess(second, tmp_path / "b") as b:
         a.start()
         a.wait_for_log("ready: recovery done")
         await asyncio.sleep(1.5)
         b.start()
+        b.wait_for_log("no shard assigned: standing by")
+        owns = '"shards": [0], "of": 1, "generation"'  # the "shards assigned" line
+        a.wait_for_log(owns, count=2)  # the rebalance left it its shard
+        await asyncio.sleep(2)
+        a.kill()
+        b.wait_for_log(owns, timeout=60)
         b.wait_for_log("ready: recovery done")
-        assert await asyncio.to_thread(a.wait, 60) == 3
-        assert "fenced: another hdfs2kafka with this instance_id is running" in a.log_text()
         landed = await consume(stack.kafka_bootstrap, topic, expect=sum(rows.values()), timeout=120)
         assert missing(landed, rows) == {}
         assert landed.duplicates() == {}
