@@ -1,7 +1,7 @@
 """A broker that stalls longer than transaction.timeout.ms: the coordinator aborts the open
-transaction and bumps the producer's epoch, which aiokafka reports as ProducerFenced. That is not
-a second instance: the daemon must recover and go on, every row once, and exit as fenced only
-when another instance really took over."""
+transaction and bumps the producer's epoch, which aiokafka reports as ProducerFenced, and the
+group coordinator (the same broker) may drop the member whose heartbeats it missed. The daemon
+must rejoin its group, recover and go on, every row once, and never stop."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ async def test_a_broker_stalled_past_the_transaction_timeout_is_survived(
         assert missing(landed, rows) == {}
         assert landed.duplicates() == {}
         assert landed.out_of_order() == []
-        assert "fenced: another hdfs2kafka" not in daemon.log_text()[mark:]
+        assert daemon.alive() and "stopping: an error" not in daemon.log_text()[mark:]
         assert daemon.terminate() == 0
 
 
