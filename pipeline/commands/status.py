@@ -1,10 +1,12 @@
-"""`hdfs2kafka status`: what a running daemon is doing (its GET /status), for a terminal."""
+"""`hdfs2kafka status`: what a running daemon is doing (its GET /status), for a terminal;
+with `--group`, every member of its group (`pipeline.commands.status_group`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Coroutine
 from typing import Any
 
 from pipeline.commands.admin import add_admin_arguments, call
@@ -16,9 +18,15 @@ HELP = "show a running daemon's sources, files in flight, edit-stream lag and la
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_admin_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the raw JSON document")
+    parser.add_argument("--group", action="store_true",
+                        help="every member of the config's group: its Kafka consumer group "
+                             "(members, shards, state) and each member's /status; needs --config. "
+                             "Exit code 1 when the group cannot be described or has no member")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
+    if args.group:
+        return run_group(args)
     code, doc = call(args, "GET", "/status")
     if code != 200:
         print(f"hdfs2kafka status: {code}: {doc}", file=sys.stderr)
@@ -55,3 +63,34 @@ def render(doc: dict[str, Any]) -> str:
         for e in doc["last_errors"]:
             lines.append(f"  [{e.get('source') or '-'}] {e['error']}")
     return "\n".join(lines)
+
+
+async def run_group(args: argparse.Namespace) -> int:
+    from pipeline import config as config_mod
+    from pipeline.commands import status_group
+
+    if not args.config:
+        print("hdfs2kafka status --group: needs --config FILE (the group, its Kafka and ledger topic)",
+              file=sys.stderr)
+        return 2
+    try:
+        cfg = config_mod.load(args.config, unread_credentials=True)
+    except config_mod.ConfigError as exc:
+        print(f"hdfs2kafka status --group: {exc}", file=sys.stderr)
+        return 1
+    status_group.kafka_credentials(cfg)
+    try:
+        desc, rows = await status_group.gather(cfg)
+    except Exception as exc:
+        why = str(exc) if isinstance(exc, status_group.GroupError) else f"{type(exc).__name__}: {exc}"
+        print(f"hdfs2kafka status --group: cannot describe group {cfg.daemon.group_name} at "
+              f"{cfg.kafka.bootstrap}: {why}", file=sys.stderr)
+        for note in cfg.notes:
+            if note.startswith("kafka."):
+                print(f"  {note}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status_group.document(desc, rows), indent=2))
+    else:
+        print(status_group.render(desc, rows))
+    return 0 if desc.members else 1
