@@ -105,7 +105,10 @@ async def read_every_shard(kafka: KafkaConfig, group: str, *, compact_done: bool
     consumer: Any = committed_consumer(kafka.bootstrap, settings=kafka.client)
     await start_client(consumer, "reading the ledger topic's metadata")
     try:
-        parts = await consumer.partitions_for_topic(kafka.ledger_topic) or {0}
+        # The consumer's partitions_for_topic answers (not awaitable) from metadata it holds only
+        # for topics it was given: fetch the cluster's.
+        cluster = await consumer._client.fetch_all_metadata()
+        parts = cluster.partitions_for_topic(kafka.ledger_topic) or {0}
     finally:
         await consumer.stop()
     states = {p: LedgerState(group, compact_done=compact_done) for p in sorted(parts)}
