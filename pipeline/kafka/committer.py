@@ -242,5 +242,14 @@ class Committer:
             log.info("abort not confirmed; the next producer ends the transaction", error=describe(exc))
 
     def _forget(self) -> None:
+        # The sends of a transaction given up on fail in their turn (fenced, aborted): their
+        # errors are the transaction's, already dealt with, not "never retrieved" noise.
+        for fut in self._futures:
+            fut.add_done_callback(_retrieve)
         self._futures = []
         self.builder.aborted()
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()

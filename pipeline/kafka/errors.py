@@ -163,9 +163,9 @@ class AccessDenied(CommitterError):
 
 
 class Fenced(CommitterError):
-    """The producer's epoch was bumped: another instance with the same instance_id started, or
-    the coordinator aborted a transaction that ran past transaction.timeout.ms. The daemon reads
-    the ledger's owner record to tell which."""
+    """The producer's epoch was bumped: another member of the group took over the shard, or the
+    coordinator aborted a transaction that ran past transaction.timeout.ms. Either way the
+    daemon asks its group for a new generation and recovers from the ledger."""
 
 
 def names(exc: BaseException) -> set[str]:

@@ -365,8 +365,8 @@ class TransactionBuilder:
         ACL may come, so the transaction is retried.)"""
         if kafka_errors.is_fenced(exc) or (background is not None and kafka_errors.is_fenced(background)):
             # No abort: the epoch is gone; the next producer ends the transaction.
-            return Fenced(f"producer fenced during {what} ({describe(exc)}): another instance with "
-                          f"instance_id {self.state.keys.instance_id!r} started, or the "
+            return Fenced(f"producer fenced during {what} ({describe(exc)}): another member of "
+                          f"group {self.state.keys.instance_id!r} took over the shard, or the "
                           "transaction ran past transaction.timeout.ms"), False
         if isinstance(exc, TimeoutError):
             bound = f" within {timeout_s:.0f}s" if timeout_s is not None else " in time"
