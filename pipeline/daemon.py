@@ -295,7 +295,10 @@ class Daemon:
 
     async def _membership(self) -> Membership:
         """Join the group, once per daemon (after the ledger topic exists: its partitions are
-        the shards the group assigns)."""
+        the shards the group assigns), and again if its consumer failed."""
+        if self.membership is not None and self.membership.failure() is not None:
+            await self.membership.stop()
+            self.membership = None
         if self.membership is None:
             d = self.config.daemon
             self.shards_total = await ensure_ledger_topic(self.config.kafka, d.shards)
@@ -384,6 +387,17 @@ class Daemon:
         states = {s: LedgerState(group) for s in assignment.shards}
         await read_shards(self.config.kafka, states)
         state = OwnedLedger(states, assignment.total)
+        misplaced = state.misplaced()
+        if misplaced or assignment.total != self.shards_total:
+            from hdfswatch.errors import FatalError
+
+            # Streaming would place files by another count than their entries: done files
+            # would go again, unfinished ones would be dropped.
+            raise FatalError(
+                f"ledger topic {self.config.kafka.ledger_topic!r}: its entries were written for "
+                f"another shard count than its {assignment.total} partitions (partitions added "
+                "to it, or a reshard that did not finish); run `hdfs2kafka ledger reshard` with "
+                f"every daemon of the group stopped (misplaced entries, shard/file: {misplaced[:5]})")
         counts = state.counts()
         log.info("ledger read", shards=list(assignment.shards), of=assignment.total,
                  records=state.records_read, stream_txid=state.stream_txid,

@@ -73,6 +73,18 @@ class OwnedLedger:
         recorded = self.restored_txid[shard]
         return txid is None or recorded is None or txid > recorded
 
+    def misplaced(self, sample: int = 1000) -> list[tuple[int, int]]:
+        """(shard, file id) of entries kept in a shard they do not hash to: the ledger topic's
+        partitions changed after its entries were written (partitions added by hand, or a
+        reshard not finished). Every whole entry is checked, and the first and last `sample`
+        done files of each shard (a changed count moves nearly every file)."""
+        out = []
+        for s, st in self.states.items():
+            done = list(st._done)
+            ids = [*st._full, *done[:sample], *done[-sample:]]
+            out += [(s, f) for f in ids if self.shard(f) != s]
+        return out
+
     # ---- what LedgerState answers, across the owned shards
 
     @property

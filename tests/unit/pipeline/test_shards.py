@@ -136,3 +136,16 @@ async def test_shard_queues_route_each_item_to_its_files_shard_in_order() -> Non
     assert got2[1] is unit and got2[2].stream_txid == 43  # type: ignore[union-attr]
     with pytest.raises(KeyError):
         await router.put(FilesRecorded(entries=[entry(f1)]))
+
+
+def test_entries_in_a_shard_they_do_not_hash_to_are_found() -> None:
+    """A ledger written for another shard count (partitions added by hand, a reshard cut short)
+    is found before anything streams: done files would go again, unfinished ones be dropped."""
+    a, b = LedgerState("g"), LedgerState("g")
+    for fid in range(16386, 16400):
+        st = a if shard_of(fid, 2) == 0 else b
+        st.apply(st.keys.file(fid), entry(fid, DONE).to_json())
+    assert OwnedLedger({0: a, 1: b}, 2).misplaced() == []
+    # The same entries seen with a third partition added: most are now in the wrong shard.
+    wrong = OwnedLedger({0: a, 1: b}, 3).misplaced()
+    assert wrong and all(shard_of(f, 3) != s for s, f in wrong)
