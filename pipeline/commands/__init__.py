@@ -5,4 +5,4 @@ Each module exposes `NAME`, `HELP`, `add_arguments(parser)` and `run(args) -> in
 """
 
 # Order is the order shown by `hdfs2kafka --help`. A module missing here is not a command.
-COMMANDS = ("run", "check_config", "watch", "cat", "status", "ctl", "demo", "smoke")
+COMMANDS = ("run", "check_config", "watch", "cat", "status", "ctl", "ledger", "demo", "smoke")
