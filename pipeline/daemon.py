@@ -192,7 +192,8 @@ class Daemon:
                     if not _recoverable(exc):
                         # A bug, or a setting no retry can fix: end with a clear line and let
                         # systemd restart us (Restart=on-failure) rather than loop on it.
-                        self.exit_code = EXIT_FATAL if _fatal(exc) else EXIT_INTERNAL
+                        self.exit_code = (EXIT_CONFIG if isinstance(exc, ledger_mod.ShardCountMismatch)
+                                          else EXIT_FATAL if _fatal(exc) else EXIT_INTERNAL)
                         log.critical("stopping: an error that recovering from the ledger cannot fix",
                                      error=f"{type(exc).__name__}: {exc}", exit_code=self.exit_code,
                                      exc_info=not _fatal(exc))
@@ -389,11 +390,9 @@ class Daemon:
         state = OwnedLedger(states, assignment.total)
         misplaced = state.misplaced()
         if misplaced or assignment.total != self.shards_total:
-            from hdfswatch.errors import FatalError
-
             # Streaming would place files by another count than their entries: done files
             # would go again, unfinished ones would be dropped.
-            raise FatalError(
+            raise ledger_mod.ShardCountMismatch(
                 f"ledger topic {self.config.kafka.ledger_topic!r}: its entries were written for "
                 f"another shard count than its {assignment.total} partitions (partitions added "
                 "to it, or a reshard that did not finish); run `hdfs2kafka ledger reshard` with "
@@ -753,7 +752,7 @@ def _explained(exc: BaseException) -> bool:
 def _fatal(exc: BaseException) -> bool:
     from hdfswatch.errors import FatalError
 
-    return isinstance(exc, FatalError)
+    return isinstance(exc, FatalError | ledger_mod.ShardCountMismatch)
 
 
 def _recoverable(exc: BaseException) -> bool:
@@ -763,7 +762,7 @@ def _recoverable(exc: BaseException) -> bool:
 
     from hdfswatch.errors import HdfsWatchError, TransientError
 
-    if _fatal(exc):
+    if _fatal(exc) or isinstance(exc, ledger_mod.ShardCountMismatch):
         return False
     return isinstance(exc, CommitterError | ledger_mod.LedgerError | OSError | TimeoutError
                       | KafkaError | HdfsWatchError | TransientError)

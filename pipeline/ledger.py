@@ -11,9 +11,12 @@ Records (JSON values, key -> value):
 - `<id>|stream`: the edit-stream txid up to which every ready file has been recorded.
 - `<id>|source|<name>`: a source has started (so `start_from` applies only the first time).
 - `<id>|watermark`: the completion watermark (`mtime_floor`), see below.
-- `<id>|owner`: the life of the daemon that last started with this instance_id (written right
-  after its producer fenced the previous one), so that a fenced producer can tell another
-  instance from a transaction the coordinator aborted on timeout.
+- `<id>|reshard`: written by `hdfs2kafka ledger reshard` while it moves a one-partition ledger's
+  entries to their shards ("copying", then "done"); the daemon ignores it.
+- `<id>|owner`: written by daemons before groups (the life that last started); now ignored.
+
+`<id>` is the group (`[daemon] group`, else `instance_id`). With several shards each partition
+of the ledger topic is one shard's ledger, with its own stream, source and watermark records.
 
 Bounded state: a done entry is kept until both its file's mtime and the time it became ready
 fall below the watermark's `mtime_floor` = min(now - retention, mtime of every unfinished
@@ -53,6 +56,12 @@ FINISHED = (DONE, QUARANTINED)
 
 class LedgerError(Exception):
     """The ledger topic cannot be used (wrong settings, unreadable record)."""
+
+
+class ShardCountMismatch(LedgerError):
+    """The ledger topic's partitions are not the group's shards (`[daemon] shards` differs, or
+    its entries were written for another count): no retry fixes it; the daemon exits with the
+    config error's code until the operator reshards or fixes the setting."""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 from pipeline.config import DEFAULT_SHARDS, KafkaConfig
 from pipeline.kafka import errors as kafka_errors
 from pipeline.kafka.client import admin_client, committed_consumer, kafka_identity, start_client
-from pipeline.ledger import LedgerError, LedgerState
+from pipeline.ledger import LedgerError, LedgerState, ShardCountMismatch
 
 LEDGER_TOPIC_CONFIG = {
     "cleanup.policy": "compact",
@@ -65,12 +65,12 @@ async def ensure_ledger_topic(kafka: KafkaConfig, shards: int | None = None) -> 
             raise LedgerError(f"ledger topic {topic!r}: no partitions in its metadata")
         if shards is not None and have != shards:
             if have == 1:
-                raise LedgerError(
+                raise ShardCountMismatch(
                     f"ledger topic {topic!r} has 1 partition (the ledger of a group of one shard); "
                     f"[daemon] shards = {shards} needs {shards}: stop every daemon of the group and "
                     f"run `hdfs2kafka ledger reshard --shards {shards}` with this config once (it "
                     "moves each file's entry to its shard), or remove `shards` to go on with 1")
-            raise LedgerError(
+            raise ShardCountMismatch(
                 f"ledger topic {topic!r} has {have} partitions, the group's shards; [daemon] shards "
                 f"= {shards} differs: the shard count is fixed when the group is created (set "
                 f"shards = {have}, or remove it)")
