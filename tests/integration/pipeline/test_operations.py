@@ -240,7 +240,7 @@ async def test_metrics_counters_match_what_kafka_holds(stack, webhdfs, unique, t
         daemon.signal(signal.SIGUSR2)
         daemon.wait_for_log("Current thread", timeout=10, after=seen)
         dump = daemon.log_text()[seen:]
-        assert '"task": "committer"' in dump and "Committer.run" in dump and "Thread 0x" in dump
+        assert '"task": "committer-0"' in dump and "Committer.run" in dump and "Thread 0x" in dump
         assert daemon.terminate() == 0
     values: dict[str, float] = {}
     for fam in text_string_to_metric_families(text):
