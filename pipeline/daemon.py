@@ -427,7 +427,8 @@ class Daemon:
                 # second.
                 queue_size=max(2, self.workers), wait_timeout_s=self._wait_timeout_s(),
                 on_commit=self._on_commit)
-        queues = ShardQueues({s: c.queue for s, c in committers.items()}, assignment.total)
+        queues = ShardQueues({s: c.queue for s, c in committers.items()}, assignment.total,
+                             floors=state.restored_txid)
         work_queue: asyncio.Queue[FileWork] = WorkQueue(maxsize=d.queue_size)
         pool = WorkerPool(
             queue=work_queue, out=queues, sources=self._source_config,

@@ -99,7 +99,9 @@ class Intake:
             start_txid = (self.state.stream_txid or 0) + 1
         self.on_ready()
         await self._resume_unfinished()
-        await self._first_start(client, edits=True, anchor_txid=start_txid - 1 if first_start else None)
+        # The anchor goes to each shard with no txid yet (all of them at a first start; with
+        # several shards, one whose first start was cut short) and to no other.
+        await self._first_start(client, edits=True, anchor_txid=start_txid - 1)
         await self._watch(client, start_txid=start_txid, listing_interval=None)
 
     async def _resume_unfinished(self) -> None:
@@ -112,6 +114,8 @@ class Intake:
         now as streamed (the passes find the others)."""
         new = [s for s in self.sources() if s.name not in self.state.sources]
         if not new:
+            if anchor_txid is not None and self.state.unanchored():
+                await self.to_committer.put(FilesRecorded(entries=[], stream_txid=anchor_txid))
             return
         if edits:
             earliest = [s for s in new if s.start_from == "earliest"]
@@ -133,8 +137,10 @@ class Intake:
         async for ready in ListingDetector(client, [s.path for s in sources]).scan(lambda s: False):
             entries = self.admit([ready], listed=True, only=sources)
             if skip:
-                entries = [e if e.finished else ledger_mod.advance(e, state=ledger_mod.DONE)
-                           for e in entries]
+                # Taken as streamed only in a shard where the source starts now (in the others
+                # it started before: its files there are new ones, to stream).
+                entries = [e if e.finished or self.state.started(e.file_id, e.source)
+                           else ledger_mod.advance(e, state=ledger_mod.DONE) for e in entries]
             found += len(entries)
             await self.start(entries)
         log.info("listing reconciled", reason=reason, sources=[s.name for s in sources], new_files=found)

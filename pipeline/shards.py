@@ -73,6 +73,14 @@ class OwnedLedger:
         recorded = self.restored_txid[shard]
         return txid is None or recorded is None or txid > recorded
 
+    def started(self, file_id: int, source: str) -> bool:
+        """Whether `source` had started in the file's shard when the shard was restored."""
+        return source in self.state_of(file_id).sources
+
+    def unanchored(self) -> bool:
+        """Whether an owned shard has no edit-stream txid yet."""
+        return any(t is None for t in self.restored_txid.values())
+
     def misplaced(self, sample: int = 1000) -> list[tuple[int, int]]:
         """(shard, file id) of entries kept in a shard they do not hash to: the ledger topic's
         partitions changed after its entries were written (partitions added by hand, or a
@@ -80,8 +88,8 @@ class OwnedLedger:
         done files of each shard (a changed count moves nearly every file)."""
         out = []
         for s, st in self.states.items():
-            done = list(st._done)
-            ids = [*st._full, *done[:sample], *done[-sample:]]
+            done = st._done
+            ids = [*st._full, *done._fid[:sample], *done._fid[-sample:], *done._recent]
             out += [(s, f) for f in ids if self.shard(f) != s]
         return out
 
@@ -137,22 +145,28 @@ class ShardQueues:
     Each shard's queue stays FIFO, so a file's entry still reaches its committer before its
     rows."""
 
-    def __init__(self, queues: Mapping[int, asyncio.Queue[Item]], shards: int) -> None:
+    def __init__(self, queues: Mapping[int, asyncio.Queue[Item]], shards: int,
+                 floors: Mapping[int, int | None] | None = None) -> None:
         self.queues = dict(queues)
         self.shards = shards
+        self.floors = dict(floors or {})
+        """Each shard's edit-stream txid as restored: a txid at or below it is not recorded
+        again (the edit stream is read from the lowest shard's txid; a shard further on must
+        not go back, or its next owner would read edits again whose done files are
+        compacted away)."""
 
     async def put(self, item: Item) -> None:
         if isinstance(item, FilesRecorded):
-            if len(self.queues) == 1 and self.shards == 1:
-                await next(iter(self.queues.values())).put(item)
-                return
             by_shard: dict[int, list[FileEntry]] = {}
             for e in item.entries:
                 by_shard.setdefault(shard_of(e.file_id, self.shards), []).append(e)
             for shard, queue in self.queues.items():
                 entries = by_shard.pop(shard, [])
-                if entries or item.stream_txid is not None or item.sources_started:
-                    await queue.put(FilesRecorded(entries=entries, stream_txid=item.stream_txid,
+                txid, floor = item.stream_txid, self.floors.get(shard)
+                if txid is not None and floor is not None and txid <= floor:
+                    txid = None
+                if entries or txid is not None or item.sources_started:
+                    await queue.put(FilesRecorded(entries=entries, stream_txid=txid,
                                                   sources_started=item.sources_started))
             if by_shard:
                 raise KeyError(f"files of shards this member does not own: {sorted(by_shard)}")

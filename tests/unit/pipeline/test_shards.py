@@ -149,3 +149,26 @@ def test_entries_in_a_shard_they_do_not_hash_to_are_found() -> None:
     # The same entries seen with a third partition added: most are now in the wrong shard.
     wrong = OwnedLedger({0: a, 1: b}, 3).misplaced()
     assert wrong and all(shard_of(f, 3) != s for s, f in wrong)
+
+
+async def test_a_shards_edit_stream_txid_never_goes_back() -> None:
+    """The edit stream is read from the lowest owned shard's txid: a shard restored further on
+    is not told a lower txid (its next owner would read edits again whose done files are
+    compacted away), and a shard with none gets the anchor."""
+    queues: dict[int, asyncio.Queue] = {0: asyncio.Queue(), 1: asyncio.Queue(), 2: asyncio.Queue()}  # type: ignore[type-arg]
+    router = ShardQueues(queues, 3, floors={0: 500, 1: 1000, 2: None})
+    for txid in (500, 700, 1001):
+        await router.put(FilesRecorded(entries=[], stream_txid=txid))
+    got = {s: [i.stream_txid for i in (q.get_nowait() for _ in range(q.qsize()))] for s, q in queues.items()}
+    assert got == {0: [700, 1001], 1: [1001], 2: [500, 700, 1001]}
+
+
+def test_a_shard_knows_which_sources_started_in_it_and_whether_it_has_a_txid() -> None:
+    a, b = LedgerState("g"), LedgerState("g")
+    a.stream_txid = 10
+    a.apply(a.keys.source("s"), b'{"start_from": "latest"}')
+    owned = OwnedLedger({0: a, 1: b}, 2)
+    f0 = next(f for f in range(16386, 16500) if shard_of(f, 2) == 0)
+    f1 = next(f for f in range(16386, 16500) if shard_of(f, 2) == 1)
+    assert owned.started(f0, "s") and not owned.started(f1, "s")
+    assert owned.unanchored() and not OwnedLedger({0: a}, 2).unanchored()
