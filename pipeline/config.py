@@ -516,8 +516,9 @@ def _daemon(v: _Validator, t: Mapping[str, Any]) -> DaemonConfig | None:
         v.problem(f"{w}.shards", f"at most {MAX_SHARDS} (got {shards})")
         shards = None
     session = d.positive("group_session_timeout_s", float)
-    if session is not None and not 1 <= session <= 1800:
-        v.problem(f"{w}.group_session_timeout_s", f"between 1 and 1800 seconds (got {session})")
+    if session is not None and not 6 <= session <= 1800:
+        # Kafka's group.min.session.timeout.ms and group.max.session.timeout.ms (defaults).
+        v.problem(f"{w}.group_session_timeout_s", f"between 6 and 1800 seconds (got {session})")
     http = d.get("http", str)
     if http and not _host_port(http):
         v.problem(f"{w}.http", f"expected HOST:PORT (got {http!r})")

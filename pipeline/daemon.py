@@ -61,7 +61,7 @@ from pipeline.kafka.ledger_io import ensure_ledger_topic, read_shards
 from pipeline.kafka.transaction import CommitStats, Committed, TransactionBuilder
 from pipeline.ledger import FileEntry, LedgerState
 from pipeline.ratelimit import GLOBAL, RateLimiter
-from pipeline.shards import OwnedLedger, ShardQueues
+from pipeline.shards import OwnedLedger, ShardQueues, producer_name
 from pipeline.workers import FileOpener, WorkerPool, WorkQueue
 
 log = structlog.get_logger("hdfs2kafka.daemon")
@@ -277,7 +277,9 @@ class Daemon:
             await self._stream(flow)
         finally:
             self.flow = None
-            await asyncio.gather(*(stop_producer(p) for p in producers.values()))
+            # Shielded: a cancel (a revoke) must not leave a producer half stopped, its sender
+            # and connections alive.
+            await asyncio.shield(asyncio.gather(*(stop_producer(p) for p in producers.values())))
 
     async def _stand_by(self, membership: Membership) -> None:
         """No shard for this member (more members than shards): ready, streaming nothing, until
@@ -324,11 +326,16 @@ class Daemon:
             return  # no life, or one still waiting for shards: nothing to stop
         self._revoking = True
         deadline = time.monotonic() + self.config.daemon.shutdown_timeout_s + 10
+        cancelled_at: float | None = None
         while not task.done():
-            if self.flow is None or time.monotonic() > deadline:
+            now = time.monotonic()
+            if (self.flow is None or now > deadline) and (cancelled_at is None or now - cancelled_at > 5):
                 # Not streaming yet (its producers starting, its shards being read), or not
                 # drained in time: its transactions are fenced by the shards' next owners.
+                # Once, and again only if the cancel was lost (a wait_for that finished in the
+                # same step): a second cancel would cut the life's clean-up short.
                 task.cancel()
+                cancelled_at = now
             await asyncio.wait({task}, timeout=0.5)
 
     async def _kerberos_login(self) -> None:
@@ -368,11 +375,13 @@ class Daemon:
         of the ledger can then be read to its end."""
         total = self.shards_total or 1
         group = self.config.daemon.group_name
-        names = {s: group if total == 1 else f"{group}-{s}" for s in shards}
+        names = {s: producer_name(group, s, total) for s in shards}
         tasks = {s: asyncio.ensure_future(start_transactional_producer(self.config.kafka, names[s]))
                  for s in shards}
         try:
-            await asyncio.gather(*tasks.values())
+            # Bounded: aiokafka waits without end for a transaction coordinator it cannot reach;
+            # the life fails instead, and the daemon tries again with backoff.
+            await asyncio.wait_for(asyncio.gather(*tasks.values()), self._wait_timeout_s())
         except BaseException:
             for t in tasks.values():
                 t.cancel()
@@ -513,9 +522,20 @@ class Daemon:
                     raise t.exception()  # type: ignore[misc]
         finally:
             stop_task.cancel()
-            for t in (intake_task, *committer_tasks, *flow.tasks):
+            for c in flow.committers.values():
+                c.stop()  # a committer whose cancel is lost still returns
+            tasks = [intake_task, *committer_tasks, *flow.tasks]
+            for t in tasks:
                 t.cancel()
-            await asyncio.gather(intake_task, *committer_tasks, *flow.tasks, return_exceptions=True)
+            while True:
+                _, pending = await asyncio.wait(tasks, timeout=2.0)
+                if not pending:
+                    break
+                for t in pending:  # a cancel lost in a wait_for that finished in the same step
+                    t.cancel()
+            for t in tasks:
+                if not t.cancelled():
+                    t.exception()  # retrieved: the error that ended the flow is raised above
             await flow.pool.stop()
 
     async def _detect(self, flow: FlowState) -> None:

@@ -5,7 +5,7 @@ A file belongs to one shard, `shard_of(file_id, shards)`: a stable hash of its H
 ledger topic, so the count is fixed when the group's ledger topic is created. A member owns
 the shards that Kafka's group protocol assigns it (the group subscribes to the ledger topic:
 owning a partition is owning its shard), writes each with a transactional producer of its own
-(`hdfs2kafka-<group>-<shard>`: the next owner's producer fences it) and restores a shard by
+(`hdfs2kafka-<group>#<shard>`: the next owner's producer fences it) and restores a shard by
 reading its partition.
 
 `OwnedLedger` is the ledger of the shards a member owns, one `LedgerState` per shard, with the
@@ -35,6 +35,14 @@ def shard_of(file_id: int, shards: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
     return (z ^ (z >> 31)) % shards
+
+
+def producer_name(group: str, shard: int, shards: int) -> str:
+    """What names a shard's transactional producer (`pipeline.kafka.client.transactional_id`
+    makes it `hdfs2kafka-<name>`): the group itself for a group of one shard (the id a single
+    daemon always had), else `<group>#<shard>` ('#' is in no group name, so group "edge"'s
+    shard 1 is not group "edge-1")."""
+    return group if shards == 1 else f"{group}#{shard}"
 
 
 class OwnedLedger:

@@ -42,7 +42,7 @@ from typing import Any
 import orjson
 
 from pipeline.ledger import FileEntry, Keys, LedgerState
-from pipeline.shards import shard_of
+from pipeline.shards import producer_name, shard_of
 
 NAME = "ledger"
 HELP = "a group's ledger topic: `reshard` gives a one-partition ledger more shards"
@@ -395,7 +395,8 @@ class Resharder:
 
         async def fence(s: int) -> None:
             async with gate:
-                await stop_producer(await start_transactional_producer(self.kafka, f"{self.group}-{s}"))
+                await stop_producer(await start_transactional_producer(
+                    self.kafka, producer_name(self.group, s, self.shards)))
 
         await asyncio.gather(*(fence(s) for s in range(self.shards)))
 
