@@ -205,7 +205,8 @@ class Membership:
             coordinator.request_rejoin()
 
     async def stop(self) -> None:
-        """Leave the group (the others take its shards at once, not after the session timeout)."""
+        """Leave the group: the others take its shards at their next heartbeat (within a quarter
+        of the session timeout), not after the session timeout."""
         if self._poll is not None:
             self._poll.cancel()
             try:
