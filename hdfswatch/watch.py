@@ -66,8 +66,12 @@ Change = Batch | Gap | Listed | ListingDone
 class Watch:
     def __init__(self, client: NameNodeClient, patterns: Patterns, *, start_txid: int | None = None,
                  listing_interval: float | None = None,
-                 is_known: Callable[[FileStatus], bool] | None = None) -> None:
+                 is_known: Callable[[FileStatus], bool] | None = None, poll_share: int = 1) -> None:
         self.client = client
+        self.poll_share = max(1, poll_share)
+        """How many processes tail this NameNode together (the members of a group): each polls
+        that many times less eagerly, so that together they cost it about what one tailer
+        does (bench/RESULTS.md, "NameNode cost of tailing, per group member")."""
         self._patterns = patterns
         self.start_txid = start_txid
         self.listing_interval = listing_interval
@@ -89,7 +93,9 @@ class Watch:
         return self._edits()
 
     async def _edits(self) -> AsyncIterator[Change]:
-        self.tailer = tailer = EditTailer(self.client, start_txid=self.start_txid)
+        n = self.poll_share
+        self.tailer = tailer = EditTailer(self.client, start_txid=self.start_txid,
+                                          min_interval=0.002 * n, cost_factor=0.5 * n)
         detector = FileDetector(self.client, self.patterns())
         async for item in tailer:
             if isinstance(item, TailerGap):

@@ -454,7 +454,8 @@ class Daemon:
         intake = Intake(state, to_committer=queues, to_workers=work_queue,
                         sources=lambda: [rt.config for rt in self.sources.values()],
                         refused=self.refused, on_detected=self._on_detected,
-                        on_ready=self._mark_ready, on_edits=self._on_edits)
+                        on_ready=self._mark_ready, on_edits=self._on_edits,
+                        poll_share=assignment.members)
         return FlowState(state=state, committers=committers, queues=queues, assignment=assignment,
                          pool=pool, work_queue=work_queue, intake=intake)
 

@@ -56,7 +56,10 @@ class Intake:
                  refused: dict[int, tuple[str, str]],
                  on_detected: Callable[[str], None] = lambda source: None,
                  on_ready: Callable[[], None] = lambda: None,
-                 on_edits: Callable[[int | None], None] = lambda txid: None) -> None:
+                 on_edits: Callable[[int | None], None] = lambda txid: None,
+                 poll_share: int = 1) -> None:
+        self.poll_share = poll_share
+        """The members of the group, who all tail the edit stream (see hdfswatch.watch.Watch)."""
         self.state = state if isinstance(state, OwnedLedger) else OwnedLedger({0: state}, 1)
         self.to_committer = to_committer
         self.to_workers = to_workers
@@ -149,7 +152,8 @@ class Intake:
         from hdfswatch.watch import Batch, Gap, Listed, ListingDone, Watch
 
         watch = Watch(client, lambda: [s.path for s in self.sources()], start_txid=start_txid,
-                      listing_interval=listing_interval, is_known=lambda s: False)
+                      listing_interval=listing_interval, is_known=lambda s: False,
+                      poll_share=self.poll_share)
         last_record = time.monotonic()
         last_recorded_txid = (start_txid or 1) - 1
         found = 0

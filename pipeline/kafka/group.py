@@ -44,6 +44,8 @@ class Assignment:
     shards: tuple[int, ...]
     total: int
     """The group's shard count (the ledger topic's partitions)."""
+    members: int = 1
+    """The group's members in this generation (each tails the edit stream)."""
 
 
 def member_info(raw: bytes | None) -> dict[str, Any]:
@@ -67,6 +69,8 @@ class ShardAssignor:
         self.topic = topic
         self.info = dict(info)
         self.owned: tuple[int, ...] = ()
+        self.members = 1
+        """The members of the last assignment (the leader tells every member)."""
 
     def metadata(self, topics: Iterable[str]) -> Any:
         from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
@@ -82,11 +86,14 @@ class ShardAssignor:
         plan = shards_mod.assign(
             [shards_mod.Member(mid, tuple(member_info(m.user_data).get("owned") or ()))
              for mid, m in members.items()], total)
-        return {mid: ConsumerProtocolMemberAssignment(self.version, [(self.topic, got)], b"")
+        told = orjson.dumps({"members": len(plan)})
+        return {mid: ConsumerProtocolMemberAssignment(self.version, [(self.topic, got)], told)
                 for mid, got in plan.items()}
 
     def on_assignment(self, assignment: Any) -> None:
         self.owned = tuple(sorted(tp.partition for tp in assignment.partitions()))
+        members = member_info(assignment.user_data).get("members")
+        self.members = members if isinstance(members, int) and members > 0 else 1
 
 
 class Membership:
@@ -169,13 +176,15 @@ class Membership:
         parts = self.consumer._client.cluster.partitions_for_topic(self.kafka.ledger_topic) or set()
         total = max(parts) + 1 if parts else 0
         generation = int(getattr(getattr(self.consumer, "_coordinator", None), "generation", -1) or -1)
-        self.current = Assignment(generation, tuple(sorted(tp.partition for tp in assigned)), total)
+        self.current = Assignment(generation, tuple(sorted(tp.partition for tp in assigned)), total,
+                                  self.assignor.members)
         self.rebalances += 1
         if self._revoked_at is not None:
             self.last_rebalance_s = time.monotonic() - self._revoked_at
         self._changed.set()
         log.info("shards assigned", shards=list(self.current.shards), of=total,
-                 generation=generation, rebalance_s=round(self.last_rebalance_s or 0.0, 3))
+                 generation=generation, rebalance_s=round(self.last_rebalance_s or 0.0, 3),
+                 members=self.current.members)
 
     async def assigned(self) -> Assignment:
         """The current generation's shards, once assigned."""

@@ -172,3 +172,31 @@ def test_a_shard_knows_which_sources_started_in_it_and_whether_it_has_a_txid() -
     f1 = next(f for f in range(16386, 16500) if shard_of(f, 2) == 1)
     assert owned.started(f0, "s") and not owned.started(f1, "s")
     assert owned.unanchored() and not OwnedLedger({0: a}, 2).unanchored()
+
+
+def test_the_leader_tells_every_member_its_shards_and_how_many_members_tail() -> None:
+    """The assignor as aiokafka calls it: each member's join data carries the shards it owned;
+    each assignment carries the member count (each member's edit-stream poll share)."""
+    from types import SimpleNamespace
+
+    from aiokafka.coordinator.protocol import ConsumerProtocol
+
+    from pipeline.kafka.group import ShardAssignor, member_info
+
+    cluster = SimpleNamespace(partitions_for_topic=lambda topic: set(range(6)) if topic == "ledger" else None)
+    members = {}
+    for mid, owned in (("m-a", (0, 1, 2)), ("m-b", (3, 4, 5)), ("m-c", ())):
+        a = ShardAssignor("ledger", {"instance": mid, "http": "127.0.0.1:1"})
+        a.owned = owned
+        raw = ConsumerProtocol.METADATA.encode(a.metadata(["ledger"]))
+        members[mid] = ConsumerProtocol.METADATA.decode(raw)
+        assert member_info(members[mid].user_data)["instance"] == mid
+    plan = ShardAssignor("ledger", {}).assign(cluster, members)  # type: ignore[arg-type]
+    got = {}
+    for mid, assignment in plan.items():
+        me = ShardAssignor("ledger", {})
+        me.on_assignment(ConsumerProtocol.ASSIGNMENT.decode(ConsumerProtocol.ASSIGNMENT.encode(assignment)))
+        got[mid] = me.owned
+        assert me.members == 3
+    assert sorted(s for v in got.values() for s in v) == list(range(6))
+    assert set(got["m-a"]) <= {0, 1, 2} and set(got["m-b"]) <= {3, 4, 5} and len(got["m-c"]) == 2
