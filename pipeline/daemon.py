@@ -128,6 +128,7 @@ class Daemon:
         self.shards_total: int | None = None  # the group's shard count (the ledger's partitions)
         self._life_task: asyncio.Task[None] | None = None
         self._revoking = False  # the group took the shards back: the life drains and ends
+        self._ending = False  # the life is past streaming: stopping its producers, or failed
         # Kept across lives: files whose records the broker refused (to quarantine before the
         # flow resumes) and the record batch size each topic's broker accepts.
         self.refused: dict[int, tuple[str, str]] = {}
@@ -259,6 +260,7 @@ class Daemon:
         """One life of the flow: wait for shards, recover them, stream until stopped, failed or
         revoked, drain."""
         self._restart_requested = False
+        self._ending = False
         self.ready = False  # not ready while the ledger is being read
         await self._kerberos_login()
         membership = await self._membership()
@@ -277,6 +279,7 @@ class Daemon:
             await self._stream(flow)
         finally:
             self.flow = None
+            self._ending = True  # a revoke now waits for the end, it does not cancel it
             # Shielded: a cancel (a revoke) must not leave a producer half stopped, its sender
             # and connections alive.
             await asyncio.shield(asyncio.gather(*(stop_producer(p) for p in producers.values())))
@@ -329,7 +332,8 @@ class Daemon:
         cancelled_at: float | None = None
         while not task.done():
             now = time.monotonic()
-            if (self.flow is None or now > deadline) and (cancelled_at is None or now - cancelled_at > 5):
+            starting = self.flow is None and not self._ending
+            if (starting or now > deadline) and (cancelled_at is None or now - cancelled_at > 5):
                 # Not streaming yet (its producers starting, its shards being read), or not
                 # drained in time: its transactions are fenced by the shards' next owners.
                 # Once, and again only if the cancel was lost (a wait_for that finished in the
