@@ -1,12 +1,15 @@
 """What tailing the edit stream costs the NameNode when N processes tail it at once.
 
     eval "$(deploy/devstack/devstack env)"
-    python bench/bench_namenode_cost.py [--tailers 1,3,10] [--rate 20] [--window 30] [--json]
+    python bench/bench_namenode_cost.py [--tailers 1,3,10] [--rate 20] [--window 30] [--share]
+                                        [--json]
 
 For each N, N tailer processes run the daemon's detection (`hdfswatch.watch.Watch` with the
 tailer's default poll settings, plus the daemon's lag poll, `getCurrentEditLogTxid` every 5 s)
-on one watched directory, while a writer puts small files into a staging directory and renames
-them into the watched one at a steady rate (hdfs-native from a few threads; `--writer webhdfs`).
+on one watched directory (with `--share`, each runs `Watch(..., poll_share=N)` as the members
+of an N-member group do: each polls N times less eagerly, so that together they poll about as
+often as one), while a writer puts small files into a staging directory and renames them into
+the watched one at a steady rate (hdfs-native from a few threads; `--writer webhdfs`).
 After `--warmup` seconds the NameNode is measured over `--window` seconds:
 
 - from its JMX servlet (`/jmx` at the NameNode's HTTP address; `--jmx-url`, default from
@@ -25,14 +28,20 @@ rates are the counter deltas between those two, and the averages are the means o
 weighted by its calls (Hadoop times each call in whole milliseconds, rounded down, so averages
 under a millisecond are understated). A row with N = 0 (the writer alone; `--no-baseline` skips
 it) is what the writer and the DataNode cost the NameNode by themselves: subtract it to get the
-tailers'. The tailers also count their own polls and how long they waited for them, and the
-getEditsFromTxid calls that were not theirs (other clients of a shared NameNode) are printed.
+tailers'. The tailers also count their own polls and how long they waited for them, and how
+many of their polls read new transactions (the costly kind: for those the NameNode reads its
+open segment; the others it answers at once); the getEditsFromTxid calls that were not theirs
+(other clients of a shared NameNode) are printed.
 
 Afterwards each tailer must have reported every file written in its phase as ready (the "seen"
-column); "file write p90" is the writer's (create, write, close, rename). The edit log is rolled
-at the start of each phase (`--no-roll` to keep it), because each poll that finds new edits makes
-the NameNode read its in-progress segment from the start: without the roll a later phase would
-pay for the earlier phases' edits. The files are removed after each phase.
+column); "file write p90" is the writer's (create, write, close, rename). Detection latency is,
+for each tailer and each file renamed in during the window, from the writer's rename returning
+to the tailer's `Watch` yielding the file as ready (both `time.monotonic()`, CLOCK_MONOTONIC,
+which all processes of the machine share); "detect p50/p99" are over every tailer's files
+together, and the per-phase line gives the range of each tailer's own p50 and p99. The edit
+log is rolled at the start of each phase (`--no-roll` to keep it), because each poll that finds
+new edits makes the NameNode read its in-progress segment from the start: without the roll a
+later phase would pay for the earlier phases' edits. The files are removed after each phase.
 """
 
 from __future__ import annotations
@@ -62,7 +71,8 @@ LAG_POLL_S = 5.0  # pipeline.service polls the NameNode's txid this often, for t
 
 # ------------------------------------------------------------------------- tailer process
 
-async def tailer_process(namenode: str, user: str, start_txid: int, pattern: str) -> None:
+async def tailer_process(namenode: str, user: str, start_txid: int, pattern: str,
+                         poll_share: int) -> None:
     """One tailer as the daemon runs it; status lines (JSON) on stdout until stdin closes."""
     import logging
 
@@ -76,26 +86,41 @@ async def tailer_process(namenode: str, user: str, start_txid: int, pattern: str
     stop = asyncio.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), loop.call_soon_threadsafe(stop.set)),
                      daemon=True).start()
-    seen: set[str] = set()
-    counts = {"reported": 0, "gaps": 0}
+    seen: dict[str, float] = {}
+    """When each file was first yielded as ready (monotonic)."""
+    unsent: dict[str, float] = {}
+    counts = {"reported": 0, "gaps": 0, "polls_new": 0}
 
     async with NameNodeClient([namenode], user) as client:
         await client.get_current_txid()  # connected and allowed
-        watch = Watch(client, [pattern], start_txid=start_txid)
+        get_edits = client.get_edits_from_txid
+
+        async def counted(txid: int) -> Any:
+            reply = await get_edits(txid)
+            if reply.last_txid >= txid:  # it read new transactions: the costly kind of poll
+                counts["polls_new"] += 1
+            return reply
+
+        client.get_edits_from_txid = counted  # type: ignore[method-assign]
+        watch = Watch(client, [pattern], start_txid=start_txid, poll_share=poll_share)
 
         def status(**extra: Any) -> None:
             tailer = watch.tailer
+            saw = dict(unsent)
+            unsent.clear()
             print(json.dumps({"polls": tailer.polls if tailer else 0,
                               "poll_s": tailer.poll_seconds_total if tailer else 0.0,
-                              "seen": len(seen), **counts, **extra}), flush=True)
+                              "seen": len(seen), "saw": saw, **counts, **extra}), flush=True)
 
         async def consume() -> None:
             async for change in watch:
                 files = (change.ready if isinstance(change, Batch)
                          else [change.file] if isinstance(change, Listed) else [])
+                now = time.monotonic()
                 for ready in files:
                     counts["reported"] += 1
-                    seen.add(ready.path)
+                    if ready.path not in seen:
+                        seen[ready.path] = unsent[ready.path] = now
                 if isinstance(change, Gap):
                     counts["gaps"] += 1
 
@@ -127,6 +152,8 @@ async def tailer_process(namenode: str, user: str, start_txid: int, pattern: str
 class Tailer:
     proc: Popen[str]
     latest: dict[str, Any] = field(default_factory=dict)
+    saw: dict[str, float] = field(default_factory=dict)
+    """When the tailer first saw each file as ready (monotonic)."""
     up: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
 
@@ -140,16 +167,19 @@ class Tailer:
             if msg.get("up"):
                 self.up.set()
             else:
+                self.saw.update(msg.pop("saw", {}))
                 self.latest = msg
         self.up.set()
         self.ended.set()
 
 
-def start_tailers(n: int, namenode: str, user: str, start_txid: int, pattern: str) -> list[Tailer]:
+def start_tailers(n: int, namenode: str, user: str, start_txid: int, pattern: str,
+                  poll_share: int) -> list[Tailer]:
     tailers = []
     for _ in range(n):
         proc = Popen([sys.executable, __file__, "--tailer-process", namenode, user,
-                      str(start_txid), pattern], stdin=PIPE, stdout=PIPE, text=True)
+                      str(start_txid), pattern, str(poll_share)],
+                     stdin=PIPE, stdout=PIPE, text=True)
         t = Tailer(proc)
         threading.Thread(target=t.read, daemon=True).start()
         tailers.append(t)
@@ -235,6 +265,8 @@ class Writer:
         self.written: list[str] = []
         self.seconds: list[float] = []
         """How long each file took (write and rename)."""
+        self.renamed: dict[str, float] = {}
+        """When each file's rename returned (monotonic)."""
         self.errors = 0
         self._lock = threading.Lock()
         self._next = 0
@@ -271,6 +303,7 @@ class Writer:
             try:
                 self.fs.write(f"{self.base}/_staging/{name}", self.payload)
                 self.fs.rename(f"{self.base}/_staging/{name}", f"{self.base}/{name}")
+                renamed = time.monotonic()
             except Exception as exc:
                 with self._lock:
                     self.errors += 1
@@ -278,7 +311,8 @@ class Writer:
                 continue
             with self._lock:
                 self.written.append(f"{self.base}/{name}")
-                self.seconds.append(time.monotonic() - started)
+                self.seconds.append(renamed - started)
+                self.renamed[f"{self.base}/{name}"] = renamed
 
 
 # ------------------------------------------------------------------------- measuring
@@ -399,6 +433,7 @@ def window_figures(sampler: JmxSampler, start: Refresh, end: Refresh) -> dict[st
 
     pairs = list(zip(start.tailers, end.tailers, strict=True))
     polls = [b.get("polls", 0) - a.get("polls", 0) for a, b in pairs]
+    polls_new = [b.get("polls_new", 0) - a.get("polls_new", 0) for a, b in pairs]
     poll_s = [b.get("poll_s", 0.0) - a.get("poll_s", 0.0) for a, b in pairs]
     return {
         "window_s": round(seconds, 2),
@@ -416,6 +451,7 @@ def window_figures(sampler: JmxSampler, start: Refresh, end: Refresh) -> dict[st
         "namenode_cores": (end.cpu - start.cpu) / seconds,
         "tailers_cores": (end.tailers_cpu - start.tailers_cpu) / seconds,
         "tailer_polls_per_s": sum(polls) / seconds / len(polls) if polls else None,
+        "tailer_new_polls_per_s": sum(polls_new) / seconds / len(polls) if polls else None,
         "tailer_poll_ms": sum(poll_s) / sum(polls) * 1000 if sum(polls) else None,
     }
 
@@ -434,8 +470,9 @@ def run_phase(n: int, args: argparse.Namespace, env: dict[str, str], sampler: Jm
             return (segment if segment is not None else txid + 1), txid + 1
 
     segment_start, start_txid = asyncio.run(prepare())
+    poll_share = n if args.share else 1
     tailers = start_tailers(n, env["HDFS_NAMENODE"], env["HDFS_USER"], start_txid,
-                            f"{base}/*.parquet")
+                            f"{base}/*.parquet", poll_share)
     try:
         writer.start()
         time.sleep(args.warmup)
@@ -461,8 +498,19 @@ def run_phase(n: int, args: argparse.Namespace, env: dict[str, str], sampler: Jm
     fs.delete(base)
     seen = [t.latest.get("seen", 0) for t in tailers]
     errors = [t.latest["error"] for t in tailers if "error" in t.latest]
+    # Detection latency of the files renamed in during the window, per tailer.
+    in_window = {p: r for p, r in writer.renamed.items() if begin.t <= r <= end.t}
+    latencies = [[(t.saw[p] - r) * 1000 for p, r in in_window.items() if p in t.saw]
+                 for t in tailers]
+    every = [x for each in latencies for x in each]
     return {
-        "tailers": n, **figures,
+        "tailers": n, "poll_share": poll_share, **figures,
+        "detect_files": len(in_window),
+        "detect_ms_p50": percentile(every, 50) if every else None,
+        "detect_ms_p99": percentile(every, 99) if every else None,
+        "detect_ms_max": max(every) if every else None,
+        "detect_ms_p50_each": [percentile(x, 50) if x else None for x in latencies],
+        "detect_ms_p99_each": [percentile(x, 99) if x else None for x in latencies],
         "files_written": len(wanted), "writer_errors": writer.errors,
         "write_ms_p50": percentile(writer.seconds, 50) * 1000,
         "write_ms_p90": percentile(writer.seconds, 90) * 1000,
@@ -485,11 +533,21 @@ def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def span(values: list[float | None]) -> str:
+    """The range of per-tailer figures: '4.1' or '3.9-4.8'."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return "-"
+    lo, hi = min(known), max(known)
+    return f"{lo:.1f}" if round(lo, 1) == round(hi, 1) else f"{lo:.1f}-{hi:.1f}"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     head = ("| N tailers | files/s | RPC/s | getEditsFromTxid/s | getCurrentEditLogTxid/s | "
             "getLocatedFileInfo/s | RPC queue ms | RPC processing ms | getEdits ms | "
-            "other RPCs ms | NameNode CPU (cores) | polls/s per tailer | poll ms (tailer) | "
-            "tailers' CPU (cores) | file write p90 ms | seen |")
+            "other RPCs ms | NameNode CPU (cores) | polls/s per tailer | of them with new edits | "
+            "poll ms (tailer) | "
+            "tailers' CPU (cores) | file write p90 ms | detect p50 ms | detect p99 ms | seen |")
     lines = [head, "| " + " | ".join("-" * len(c) for c in head.strip("| ").split(" | ")) + " |"]
     for r in rows:
         n = r["tailers"]
@@ -501,8 +559,10 @@ def table(rows: list[dict[str, Any]]) -> str:
                  fmt(r["processing_ms"], ".2f"), fmt(r["get_edits_ms"], ".2f"),
                  fmt(r["other_rpc_ms"], ".2f"),
                  fmt(r["namenode_cores"], ".3f"), fmt(r["tailer_polls_per_s"], ".1f"),
-                 fmt(r["tailer_poll_ms"], ".2f"), fmt(r["tailers_cores"], ".2f"),
-                 fmt(r["write_ms_p90"], ".0f"), seen]
+                 fmt(r.get("tailer_new_polls_per_s"), ".1f"), fmt(r["tailer_poll_ms"], ".2f"),
+                 fmt(r["tailers_cores"], ".2f"),
+                 fmt(r["write_ms_p90"], ".0f"), fmt(r.get("detect_ms_p50"), ".1f"),
+                 fmt(r.get("detect_ms_p99"), ".1f"), seen]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -531,8 +591,11 @@ def conclusion(rows: list[dict[str, Any]]) -> str:
                      f"{r['namenode_cores'] - base['namenode_cores']:+.2f} cores on the writer's)")
         return text
 
+    shared = any(r.get("poll_share", 1) > 1 for r in rows)
     rpc, cpu = per_tailer("rpc_per_s"), per_tailer("namenode_cores")
     parts = []
+    if shared:
+        parts.append("each tailer polling N times less eagerly (poll_share=N)")
     if rpc is not None and cpu is not None:
         parts.append(f"each added tailer costs the NameNode about {rpc:.0f} RPC/s and "
                      f"{cpu * 100:.0f}% of a core ("
@@ -542,8 +605,20 @@ def conclusion(rows: list[dict[str, Any]]) -> str:
         parts.append(f"one tailer (design B, any group size): {figures(1)}")
     if hi > 1:
         parts.append(f"{hi} tailers (design A with {hi} members): {figures(hi)}")
+    latency = [f"N={n} p50 {fmt(by_n[n].get('detect_ms_p50'), '.0f')} ms, "
+               f"p99 {fmt(by_n[n].get('detect_ms_p99'), '.0f')} ms" for n in ns]
+    parts.append("detection latency (rename to ready): " + ", ".join(latency))
     first, last = by_n[lo], by_n[hi]
-    if (hi > lo and first["tailer_polls_per_s"] and last["tailer_polls_per_s"]
+    if shared and hi > lo and last["tailer_polls_per_s"]:
+        # A shared budget slows each tailer on purpose (its pauses grow with N and with how
+        # long a poll takes): say how far, rather than guess at saturation.
+        parts.append(f"at N={hi} each tailer polls {last['tailer_polls_per_s']:.1f}/s "
+                     f"({fmt(last.get('tailer_new_polls_per_s'), '.1f')}/s with new edits), "
+                     f"{last['tailer_poll_ms']:.0f} ms a poll, instead of "
+                     f"{first['tailer_polls_per_s']:.0f}/s at {first['tailer_poll_ms']:.0f} ms at "
+                     f"N={lo}; RPCs wait {last['queue_ms']:.1f} ms in the queue instead of "
+                     f"{first['queue_ms']:.1f}")
+    elif (hi > lo and first["tailer_polls_per_s"] and last["tailer_polls_per_s"]
             and last["tailer_polls_per_s"] < first["tailer_polls_per_s"] / 2):
         parts.append(f"at N={hi} the NameNode is saturated: each tailer polls "
                      f"{last['tailer_polls_per_s']:.0f}/s instead of "
@@ -577,7 +652,9 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stderr if args.json else sys.stdout
     print(f"NameNode {env['HDFS_NAMENODE']} (pid {pid}, JMX {jmx_url}); writer {args.rate:g} "
           f"files/s of {args.size} bytes (write + rename, {args.writer}); warm-up "
-          f"{args.warmup:g} s, window {args.window:g} s; edit log rolled per phase: {args.roll}",
+          f"{args.warmup:g} s, window {args.window:g} s; edit log rolled per phase: {args.roll}; "
+          + ("each of N tailers polls with poll_share=N" if args.share
+             else "each tailer polls as one daemon does"),
           file=out)
     rows = []
     try:
@@ -594,6 +671,10 @@ def run(args: argparse.Namespace) -> int:
                   f"{row['write_ms_p50']:.0f} ms, p90 {row['write_ms_p90']:.0f} ms; "
                   f"getEditsFromTxid from other clients {row['others_get_edits_per_s']:.0f}/s; "
                   f"open segment {row['segment_txns_at_end']} txns at the end; load {load:.1f}"
+                  + (f"; detection (rename to ready, {row['detect_files']} files x {n} tailers) "
+                     f"p50 {span(row['detect_ms_p50_each'])} ms, "
+                     f"p99 {span(row['detect_ms_p99_each'])} ms per tailer"
+                     if n else "")
                   + (f"; tailer errors {row['tailer_errors']}" if row["tailer_errors"] else ""),
                   file=out, flush=True)
             time.sleep(args.settle)
@@ -607,24 +688,29 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"namenode": env["HDFS_NAMENODE"], "writer": args.writer,
                           "rate": args.rate, "size": args.size,
                           "warmup_s": args.warmup, "window_s": args.window, "roll": args.roll,
+                          "share": args.share,
                           "cores": os.cpu_count(), "rows": rows,
                           "conclusion": conclusion(rows)}, indent=2))
     return 0 if all(r["all_seen"] for r in rows if r["tailers"]) else 1
 
 
 def main() -> int:
-    if len(sys.argv) == 6 and sys.argv[1] == "--tailer-process":
-        namenode, user, start, pattern = sys.argv[2:]
+    if len(sys.argv) == 7 and sys.argv[1] == "--tailer-process":
+        namenode, user, start, pattern, share = sys.argv[2:]
+        tailer = tailer_process(namenode, user, int(start), pattern, int(share))
         try:
             import uvloop
         except ImportError:
-            asyncio.run(tailer_process(namenode, user, int(start), pattern))
+            asyncio.run(tailer)
         else:
-            uvloop.run(tailer_process(namenode, user, int(start), pattern))
+            uvloop.run(tailer)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tailers", default="1,3,10",
                         help="comma-separated numbers of concurrent tailer processes")
+    parser.add_argument("--share", action="store_true",
+                        help="each of N tailers runs Watch(..., poll_share=N), as the members "
+                             "of an N-member group do (default: each polls as one daemon does)")
     parser.add_argument("--rate", type=float, default=20.0, help="files written per second")
     parser.add_argument("--size", type=int, default=4096, help="bytes per file")
     parser.add_argument("--writer", choices=["native", "webhdfs"], default="native",
