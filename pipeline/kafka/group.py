@@ -25,7 +25,8 @@ import structlog
 
 from pipeline import shards as shards_mod
 from pipeline.config import KafkaConfig
-from pipeline.kafka.client import client_args, connection_args, start_client
+from pipeline.kafka import errors as kafka_errors
+from pipeline.kafka.client import client_args, connection_args, kafka_identity, start_client
 
 log = structlog.get_logger("hdfs2kafka.group")
 
@@ -155,10 +156,16 @@ class Membership:
             await self.consumer.getmany(timeout_ms=1000)
 
     def failure(self) -> BaseException | None:
-        """Why the group's consumer stopped (an ACL refusing the group, say), if it did."""
-        if self._poll is not None and self._poll.done() and not self._poll.cancelled():
-            return self._poll.exception()
-        return None
+        """Why the group's consumer stopped (an ACL refusing the group, say), if it did: a
+        refusal for want of an ACL as one line naming the kafka-acls command that adds it."""
+        if self._poll is None or not self._poll.done() or self._poll.cancelled():
+            return None
+        exc = self._poll.exception()
+        if exc is not None and kafka_errors.is_authorization(exc):
+            return kafka_errors.AccessDenied(kafka_errors.acl_message(
+                exc, kafka_identity(self.consumer), bootstrap=self.kafka.bootstrap,
+                resources=(group_id(self.group),)))
+        return exc
 
     async def _revoked(self) -> None:
         self._revoked_at = time.monotonic()

@@ -244,17 +244,18 @@ async def test_each_kafka_security_failure_is_one_line_naming_the_fix_and_retrie
         line = ("the KDC does not know kafkax/localhost, the principal Kafka's GSSAPI asks for at "
                 "localhost:17092: set kafka sasl.kerberos.service.name")
     else:
-        # The analyst may create and read the ledger topic, but has no ACL for transactional ids.
+        # The analyst may create and read the ledger topic, but has no ACL for the daemon's
+        # consumer group (through which it joins its group) nor its transactional ids: the
+        # group's is the first it meets.
         analyst = Path(sstack.env["HDFS2KAFKA_ANALYST_SCRAM_PASSWORD_FILE"])
         stack = sstack.with_kafka("SCRAM-SHA-512", sasl_username="analyst",
                                   sasl_password="${file:" + str(analyst) + "}")
         grant = await asyncio.to_thread(devstack, "acl", "grant", ledger, "--principal",
                                         "User:analyst", timeout=120)
         assert grant.returncode == 0, grant.stderr
-        line = (f"no Kafka ACL lets User:analyst (SCRAM-SHA-512 user analyst) Write transactional "
-                f"id hdfs2kafka-sec-{unique}: kafka-acls --bootstrap-server localhost:17092 --add "
-                f"--allow-principal User:analyst --operation Write --transactional-id "
-                f"hdfs2kafka-sec-{unique}")
+        line = (f"no Kafka ACL lets User:analyst (SCRAM-SHA-512 user analyst) Read group "
+                f"hdfs2kafka-sec-{unique}: kafka-acls --bootstrap-server localhost:17092 --add "
+                f"--allow-principal User:analyst --operation Read --group hdfs2kafka-sec-{unique}")
     cfg = write_config(tmp_path, stack, instance_id=f"sec-{unique}", ledger_topic=ledger,
                        sources=[{"name": "secure", "path": f"/tests/secure-daemon/{unique}/**",
                                  "topic": f"secure-rows-{unique}"}])
