@@ -424,6 +424,15 @@ class Flow:
                          for f, n in list(gaps.items())[:20])
 
 
+def end_flow(flow: Flow, members: list[Member]) -> bool:
+    """`finish_flow`, then stop the members and print the load: the end of a flow measurement."""
+    ok = finish_flow(flow, members)
+    for m in members:
+        m.terminate()
+    print(f"load average at the end: {loadavg()}", flush=True)
+    return ok
+
+
 def finish_flow(flow: Flow, members: list[Member]) -> bool:
     """Stop the writer, lift the limits, wait until every row is seen (then 3 s more for late
     duplicates); report. True when every row landed once."""
@@ -784,11 +793,7 @@ def measure_failover(ctx: Context, args: argparse.Namespace) -> bool:
     print(f"kill -> every shard of the dead member has rows from the survivor: {pct(every_dead)}")
     if own_pause:
         print(f"the survivor's own shards, revoke -> rows again: {pct(own_pause)}")
-    ok = finish_flow(flow, both)
-    for m in both:
-        m.terminate()
-    print(f"load average at the end: {loadavg()}", flush=True)
-    return ok
+    return end_flow(flow, both)
 
 
 # --------------------------------------------------------------------------- join
@@ -920,11 +925,7 @@ def measure_join(ctx: Context, args: argparse.Namespace) -> bool:
     for what, vals in rebalance_s.items():
         if vals:
             print(f"rebalance_s ({labels[what]}): " + ", ".join(f"{v:.3f}" for v in vals))
-    ok = finish_flow(flow, two)
-    for m in two:
-        m.terminate()
-    print(f"load average at the end: {loadavg()}", flush=True)
-    return ok
+    return end_flow(flow, two)
 
 
 # --------------------------------------------------------------------------- main
