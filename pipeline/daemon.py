@@ -788,7 +788,7 @@ def _recoverable(exc: BaseException) -> bool:
 
     from hdfswatch.errors import HdfsWatchError, TransientError
 
-    if _fatal(exc) or isinstance(exc, ledger_mod.ShardCountMismatch):
+    if _fatal(exc):
         return False
     return isinstance(exc, CommitterError | ledger_mod.LedgerError | OSError | TimeoutError
                       | KafkaError | HdfsWatchError | TransientError)
