@@ -30,8 +30,6 @@ async def ensure_ledger_topic(kafka: KafkaConfig, shards: int | None = None) -> 
     """Create the compacted ledger topic if it is missing, with `shards` partitions (None: the
     default); refuse one that is not compacted, or whose partitions are not `shards` when that
     is set. Returns the topic's partition count: the group's shards."""
-
-
     from aiokafka.admin import NewTopic
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
     from aiokafka.errors import TopicAlreadyExistsError
