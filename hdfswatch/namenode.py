@@ -204,6 +204,9 @@ class NameNodeClient:
         self._max_frame = max_frame
         self._index = 0
         self._conn: IpcConnection | None = None
+        self._conn_index = 0
+        """Which address `_conn` goes to: a failure on it moves on from there, whatever
+        `_index` became meanwhile."""
         self._connecting: asyncio.Lock | None = None
         self._closed = False
         self.failovers = 0
@@ -277,20 +280,23 @@ class NameNodeClient:
 
     # ---------------------------------------------------------------- calls
 
-    async def _connection(self) -> IpcConnection:
+    async def _connection(self) -> tuple[IpcConnection, int]:
+        """The open connection and the index of its address; a new one to the current
+        address when there is none (when that fails, `_conn_index` says which refused)."""
         conn = self._conn
         if conn is not None and conn.usable:
-            return conn
+            return conn, self._conn_index
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
             conn = self._conn
             if conn is not None and conn.usable:
-                return conn
+                return conn, self._conn_index
             if conn is not None:
-                await conn.close()
                 self._conn = None
-            host, port = self._endpoints[self._index]
+                await conn.close()
+            self._conn_index = index = self._index
+            host, port = self._endpoints[index]
             conn = IpcConnection(host, port, self._auth, protocol=CLIENT_PROTOCOL,
                                  connect_timeout=self.connect_timeout,
                                  max_frame=self._max_frame)
@@ -299,7 +305,7 @@ class NameNodeClient:
                 self.user = self._auth.effective_user
             self.connects += 1
             self._conn = conn
-            return conn
+            return conn, index
 
     async def _drop(self, conn: IpcConnection | None, index: int, advance: bool) -> None:
         """Forget a failed connection; with `advance`, move to the next address, unless a
@@ -329,7 +335,14 @@ class NameNodeClient:
             sent = False
             started = time.monotonic()
             try:
-                conn = await self._connection()
+                # The address tried is the connection's, whatever `_index` became meanwhile.
+                try:
+                    conn, index = await self._connection()
+                except (ConnectionLostError, CallTimeoutError):
+                    index = self._conn_index  # the one that refused
+                    address = self.addresses[index]
+                    raise
+                address = self.addresses[index]
                 sent = True
                 payload = await conn.call_raw(method, request, reply_timeout=timeout,
                                               user=self.user)
