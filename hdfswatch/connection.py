@@ -115,9 +115,9 @@ class IpcConnection:
     async def open(self) -> None:
         """Connect, send the preamble, authenticate, send the connection context."""
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, limit=_READ_CHUNK),
-                self._connect_timeout)
+            async with asyncio.timeout(self._connect_timeout):
+                reader, writer = await asyncio.open_connection(self.host, self.port,
+                                                               limit=_READ_CHUNK)
         except TimeoutError:
             raise NameNodeConnectError(
                 f"{self.address}: no connection within {self._connect_timeout:g}s") from None
@@ -148,7 +148,8 @@ class IpcConnection:
         if self._reader is None:
             return None
         with contextlib.suppress(Exception):
-            data = await asyncio.wait_for(self._reader.read(_READ_CHUNK), wait)
+            async with asyncio.timeout(wait):
+                data = await self._reader.read(_READ_CHUNK)
             for reply in self._codec.receive(data):
                 if reply.fatal and reply.call_id == AUTHORIZATION_FAILED_CALL_ID:
                     return auth_refusal(reply.exception_class, reply.error_message,
@@ -163,7 +164,8 @@ class IpcConnection:
         self._writer.write(self._codec.sasl(message))
         await self._writer.drain()
         while True:
-            data = await asyncio.wait_for(self._reader.read(_READ_CHUNK), reply_timeout)
+            async with asyncio.timeout(reply_timeout):
+                data = await self._reader.read(_READ_CHUNK)
             if not data:
                 self._codec.eof()
                 raise ConnectionLostError(f"{self.address}: closed during SASL negotiation")
@@ -208,7 +210,11 @@ class IpcConnection:
         self._pending[call_id] = (future, method)
         try:
             self._writer.write(self._codec.call(call_id, method, request))
-            reply = await asyncio.wait_for(future, reply_timeout)
+            # Not `asyncio.wait_for`: on Python 3.11 it returns a reply that came in the same
+            # moment as a cancellation and so swallows the cancellation (a tailer that will not
+            # stop). `asyncio.timeout` lets a cancellation through.
+            async with asyncio.timeout(reply_timeout):
+                reply = await future
         except TimeoutError:
             raise CallTimeoutError(
                 f"{method} on {self.address}: no reply within {reply_timeout:g}s") from None
@@ -283,15 +289,21 @@ class IpcConnection:
             return
         self._closed = True
         task = self._read_task
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._fail_all(ConnectionLostError(f"{self.address}: connection closed"))
+        try:
+            if task is not None and not task.done():
+                task.cancel()
+                # `wait`, not `await task`: the read task's end is no error here, while a
+                # cancellation of the caller itself must go on through.
+                await asyncio.wait([task])
+                if not task.cancelled():
+                    task.exception()  # retrieved: its failure reached the calls already
+        finally:
+            self._fail_all(ConnectionLostError(f"{self.address}: connection closed"))
+            self._close_transport()
         if self._writer is not None:
             with contextlib.suppress(Exception):
-                self._writer.close()
-                await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self._writer.wait_closed()
 
 
 def parse_reply(method: str, payload: bytes, response: type[M]) -> M:

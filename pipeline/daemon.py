@@ -206,7 +206,8 @@ class Daemon:
                               exc_info=not _explained(exc))
                     self.ready = False
                     try:
-                        await asyncio.wait_for(self.stopping.wait(), delay)
+                        async with asyncio.timeout(delay):
+                            await self.stopping.wait()
                     except TimeoutError:
                         pass
         finally:
@@ -385,7 +386,8 @@ class Daemon:
         try:
             # Bounded: aiokafka waits without end for a transaction coordinator it cannot reach;
             # the life fails instead, and the daemon tries again with backoff.
-            await asyncio.wait_for(asyncio.gather(*tasks.values()), self._wait_timeout_s())
+            async with asyncio.timeout(self._wait_timeout_s()):
+                await asyncio.gather(*tasks.values())
         except BaseException:
             for t in tasks.values():
                 t.cancel()

@@ -323,7 +323,8 @@ def tls_context(cfg: Config) -> ssl.SSLContext:
 async def gather(cfg: Config) -> tuple[GroupDescription, list[MemberRow]]:
     """The group and a row for each member (their /status asked at once)."""
     try:
-        desc = await asyncio.wait_for(describe(cfg), DESCRIBE_TIMEOUT_S)
+        async with asyncio.timeout(DESCRIBE_TIMEOUT_S):
+            desc = await describe(cfg)
     except TimeoutError:
         raise GroupError(f"Kafka did not answer within {DESCRIBE_TIMEOUT_S:g} s") from None
     context = tls_context(cfg)

@@ -106,15 +106,18 @@ async def stop_producer(producer: Any, timeout_s: float = PRODUCER_STOP_TIMEOUT_
     """Stop a producer within a bound: aiokafka's `stop` waits for batches that it retries
     without end while the broker is away; past the bound its connections are closed."""
     try:
-        await asyncio.wait_for(producer.stop(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await producer.stop()
     except Exception as exc:
         log.warning("producer did not stop cleanly; closing its connections",
                     error=f"{type(exc).__name__}: {exc}")
         sender = getattr(producer, "_sender", None)
         try:
             if sender is not None:
-                await asyncio.wait_for(sender.close(), 5.0)
-            await asyncio.wait_for(producer.client.close(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await sender.close()
+            async with asyncio.timeout(5.0):
+                await producer.client.close()
         except Exception:
             log.warning("producer connections not closed", exc_info=True)
 
@@ -213,15 +216,16 @@ async def probe_bootstrap(client: Any, timeout_s: float = 10.0) -> BaseException
     failure: BaseException | None = None
     for host, port, _family in getattr(inner, "hosts", []):
         try:
-            conn = await asyncio.wait_for(create_conn(
-                host, port, client_id=inner._client_id,
-                request_timeout_ms=min(inner._request_timeout_ms, int(timeout_s * 1000)),
-                ssl_context=inner._ssl_context, security_protocol=inner._security_protocol,
-                sasl_mechanism=inner._sasl_mechanism,
-                sasl_plain_username=inner._sasl_plain_username,
-                sasl_plain_password=inner._sasl_plain_password,
-                sasl_kerberos_service_name=inner._sasl_kerberos_service_name,
-                sasl_kerberos_domain_name=inner._sasl_kerberos_domain_name), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                conn = await create_conn(
+                    host, port, client_id=inner._client_id,
+                    request_timeout_ms=min(inner._request_timeout_ms, int(timeout_s * 1000)),
+                    ssl_context=inner._ssl_context, security_protocol=inner._security_protocol,
+                    sasl_mechanism=inner._sasl_mechanism,
+                    sasl_plain_username=inner._sasl_plain_username,
+                    sasl_plain_password=inner._sasl_plain_password,
+                    sasl_kerberos_service_name=inner._sasl_kerberos_service_name,
+                    sasl_kerberos_domain_name=inner._sasl_kerberos_domain_name)
         except Exception as exc:
             failure = failure or exc
             continue

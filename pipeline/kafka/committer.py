@@ -77,7 +77,8 @@ class Committer:
             if left is None and self._stopping:
                 return
             try:
-                item: Item | None = await asyncio.wait_for(self.queue.get(), left if left is not None else 0.25)
+                async with asyncio.timeout(left if left is not None else 0.25):
+                    item: Item | None = await self.queue.get()
             except TimeoutError:
                 item = None
             if item is not None:
@@ -97,7 +98,8 @@ class Committer:
         if self.builder.open:
             return
         try:
-            await asyncio.wait_for(self.producer.begin_transaction(), self.wait_timeout_s)
+            async with asyncio.timeout(self.wait_timeout_s):
+                await self.producer.begin_transaction()
         except Exception as exc:
             await self._fail(exc, "begin")
         self.builder.begin()
@@ -134,8 +136,8 @@ class Committer:
 
     async def _topic_missing(self, topic: str) -> bool:
         try:
-            cluster = await asyncio.wait_for(self.producer.client.fetch_all_metadata(),
-                                             min(10.0, self.wait_timeout_s))
+            async with asyncio.timeout(min(10.0, self.wait_timeout_s)):
+                cluster = await self.producer.client.fetch_all_metadata()
         except Exception:
             return False
         return bool(cluster.brokers()) and topic not in cluster.topics()
@@ -147,9 +149,9 @@ class Committer:
             return
         try:
             for batch in run.batches:
-                fut = await asyncio.wait_for(
-                    self.producer.send_batch(batch, run.topic, partition=run.partition),
-                    self.wait_timeout_s)
+                async with asyncio.timeout(self.wait_timeout_s):
+                    fut = await self.producer.send_batch(batch, run.topic,
+                                                         partition=run.partition)
                 self._futures.append(fut)
                 self.builder.sent(Send(run.topic, batch.record_count(), batch.size(), run.file_id,
                                        run.source))
@@ -159,8 +161,8 @@ class Committer:
     async def _send_one(self, topic: str, value: bytes | None, key: bytes | None,
                         partition: int | None) -> None:
         try:
-            fut = await asyncio.wait_for(
-                self.producer.send(topic, value, key=key, partition=partition), self.wait_timeout_s)
+            async with asyncio.timeout(self.wait_timeout_s):
+                fut = await self.producer.send(topic, value, key=key, partition=partition)
         except Exception as exc:
             await self._fail(exc, f"send to {topic}")
         self._futures.append(fut)

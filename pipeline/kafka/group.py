@@ -203,7 +203,8 @@ class Membership:
             if self.current is not None:
                 break
             try:
-                await asyncio.wait_for(self._changed.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self._changed.wait()
             except TimeoutError:
                 pass
         return self.current
@@ -225,13 +226,13 @@ class Membership:
         of the session timeout), not after the session timeout."""
         if self._poll is not None:
             self._poll.cancel()
-            try:
-                await self._poll
-            except BaseException:
-                pass
+            await asyncio.wait([self._poll])  # its end is no error here; ours goes through
+            if not self._poll.cancelled():
+                self._poll.exception()
         if self.consumer is not None:
             try:
-                await asyncio.wait_for(self.consumer.stop(), 10.0)
+                async with asyncio.timeout(10.0):
+                    await self.consumer.stop()
             except Exception as exc:
                 log.warning("leaving the group failed; the others wait for the session timeout",
                             error=f"{type(exc).__name__}: {exc}")

@@ -56,7 +56,8 @@ class RecordLayout:
         if loop.time() < self._failed.get(topic, 0.0):
             return  # asked a moment ago in vain: not another 10 s wait for every file opened
         try:
-            parts = await asyncio.wait_for(self._partitions_for(topic), 10.0)
+            async with asyncio.timeout(10.0):
+                parts = await self._partitions_for(topic)
         except Exception as exc:
             self._failed[topic] = loop.time() + 30.0
             log.debug("partitions not known yet; the committer builds the batches",

@@ -33,7 +33,8 @@ class Tail:
             while self.tailer.last_txid is None or self.tailer.last_txid < txid:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
         self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
+        done, _ = await asyncio.wait([self.task], timeout=10)
+        assert done, "the tailer went on polling after it was cancelled"
         return [i for i in self.items if not isinstance(i, EventBatch) or i.txid <= txid]
 
 

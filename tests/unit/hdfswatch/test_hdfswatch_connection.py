@@ -18,7 +18,7 @@ from hdfswatch.errors import (
     NameNodeUnavailableError,
     StandbyError,
 )
-from hdfswatch.framing import STATUS_ERROR, STATUS_SUCCESS, decode_varint, delimited
+from hdfswatch.framing import STATUS_ERROR, STATUS_SUCCESS, RpcReply, decode_varint, delimited
 from hdfswatch.namenode import NameNodeClient
 from hdfswatch.proto import ClientNamenodeProtocol_pb2 as cnp
 from hdfswatch.proto import IpcConnectionContext_pb2 as ctx_pb
@@ -138,6 +138,40 @@ async def test_a_call_without_reply_times_out_and_the_connection_stays_usable():
         assert await conn.call_raw("fast", b"", reply_timeout=5) == b"ok"
         assert conn.in_flight == 0
         await conn.close()
+
+
+async def test_a_call_cancelled_as_its_reply_arrives_is_cancelled():
+    """A tailer told to stop in the very moment a reply comes in stops: the cancellation is
+    not traded for the reply (what `asyncio.wait_for` does on Python 3.11)."""
+    async def handler(call: Call, writer: asyncio.StreamWriter) -> None:
+        return  # the reply is handed in below, at the moment of the cancellation
+
+    async with FakeServer(handler) as server:
+        conn = conn_to(server)
+        await conn.open()
+        call = asyncio.create_task(conn.call_raw("m", b"", reply_timeout=5))
+        while not conn.in_flight:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        (call_id,) = conn._pending
+        conn._dispatch(RpcReply(call_id=call_id, status=STATUS_SUCCESS, payload=b"ok"))
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await conn.close()
+
+
+async def test_closing_a_connection_does_not_swallow_the_closers_cancellation():
+    async def handler(call: Call, writer: asyncio.StreamWriter) -> None:
+        return
+
+    async with FakeServer(handler) as server:
+        conn = conn_to(server)
+        await conn.open()
+        closing = asyncio.create_task(conn.close())
+        await asyncio.sleep(0)  # it is waiting for its read task to end
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
 
 
 async def test_a_server_dying_mid_reply_fails_the_calls_instead_of_hanging():
