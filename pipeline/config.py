@@ -12,13 +12,15 @@ Secret settings (`admin_token`, `sasl.password`, the password in `sasl.jaas.conf
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import math
 import os
 import re
 import ssl
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -224,6 +226,15 @@ class ReloadPlan:
     new_flow: tuple[str, ...]        # apply by rebuilding the flow from the ledger
     added: tuple[str, ...]           # source names
     removed: tuple[str, ...]
+
+
+def registry_digest(sources: Sequence[SourceConfig]) -> str:
+    """What the members of a group must agree on, as a short digest: which files each source
+    takes (in the registry's order: a file goes to the first source whose path matches) and
+    what it makes of their rows. Speed limits, pauses and error policies may differ."""
+    shape = [[s.name, s.path, s.topic, s.format, list(s.key), s.value_format, s.start_from,
+              s.headers, s.timestamps] for s in sources]
+    return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:12]
 
 
 def reload_plan(running: Config, new: Config) -> ReloadPlan:

@@ -288,8 +288,9 @@ class Daemon:
     async def _stand_by(self, membership: Membership) -> None:
         """No shard for this member (more members than shards): ready, streaming nothing, until
         the group rebalances or the daemon stops."""
-        log.info("no shard assigned: standing by (the group has more members than shards)",
-                 shards=self.shards_total)
+        if self.assignment is None or not self.assignment.held:
+            log.info("no shard assigned: standing by (the group has more members than shards)",
+                     shards=self.shards_total)
         self._mark_ready()
         while not membership.revoked() and not self._restart_requested:
             failure = membership.failure()
@@ -312,7 +313,8 @@ class Daemon:
             membership = Membership(
                 self.config.kafka, d.group_name,
                 {"instance": d.instance_id, "host": socket.gethostname(), "pid": os.getpid(),
-                 "http": d.http, "tls": bool(d.http_tls_cert)},
+                 "http": d.http, "tls": bool(d.http_tls_cert),
+                 "registry": config_mod.registry_digest(self.config.sources)},
                 session_timeout_s=d.group_session_timeout_s,
                 # The revoke drains the flow within shutdown_timeout_s (see _on_revoke).
                 rebalance_timeout_s=d.shutdown_timeout_s + 30, on_revoke=self._on_revoke)
@@ -739,6 +741,11 @@ class Daemon:
         logs.configure(new.daemon.log_level, new.daemon.log_format)
         log.info("registry reloaded", added=list(plan.added), removed=list(plan.removed),
                  sources=[s.name for s in new.sources], new_flow=list(plan.new_flow), config=path)
+        if self.membership is not None and self.membership.announce_registry(
+                config_mod.registry_digest(new.sources)):
+            # The group decides again with this member's new registry (holds it while the
+            # members' registries differ); this life ends at the revoke.
+            self._restart_requested = True
         self._reload_result(True)
         self._notify("ready")
         return bool(plan.new_flow)

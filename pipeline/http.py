@@ -103,6 +103,8 @@ def group_document(daemon: Daemon) -> dict[str, Any]:
             "shards_streaming": list(flow.assignment.shards) if flow is not None else [],
             "shards_assigned": list(current.shards) if current is not None else None,
             "generation": current.generation if current is not None else None,
+            "held": dict(current.held) if current is not None and current.held else None,
+            "registry": m.assignor.info.get("registry") if m is not None else None,
             "rebalances": m.rebalances if m is not None else 0,
             "last_rebalance_s": round(m.last_rebalance_s, 3)
             if m is not None and m.last_rebalance_s is not None else None}

@@ -170,7 +170,8 @@ class _StateCollector:
 def _group_metrics(d: Any) -> Iterator[Metric]:
     """This member's part of its group: shards owned (0 while a rebalance is under way: summed
     over the members, less than the group's shards means a shard nobody streams), the group's
-    shard count, the generation, rebalances and the last one's duration."""
+    shard count, the generation, whether the group is held (registries differ), rebalances and
+    the last one's duration."""
     m = getattr(d, "membership", None)
     current = m.current if m is not None else None
     streaming = d.flow.assignment.shards if d.flow is not None else ()
@@ -181,6 +182,9 @@ def _group_metrics(d: Any) -> Iterator[Metric]:
     yield GaugeMetricFamily(f"{PREFIX}_group_generation", "The group generation of this member's "
                             "assignment (-1: none)",
                             value=float(current.generation) if current is not None else -1.0)
+    yield GaugeMetricFamily(f"{PREFIX}_group_held", "1 while the group is held: its members "
+                            "run different source registries, and none streams",
+                            value=1.0 if current is not None and current.held else 0.0)
     yield CounterMetricFamily(f"{PREFIX}_group_rebalances", "Assignments this member received "
                               "(the first join counts)", value=float(m.rebalances if m else 0))
     yield GaugeMetricFamily(f"{PREFIX}_group_last_rebalance_seconds", "From the shards' revoke "

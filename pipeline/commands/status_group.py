@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pipeline.kafka.group import group_id, member_info
+from pipeline.kafka.group import group_id, member_info, registries
 
 if TYPE_CHECKING:
     from pipeline.config import Config
@@ -67,6 +67,11 @@ class GroupDescription:
     shards: int | None
     """The ledger topic's partitions (None: the topic does not exist)."""
     members: tuple[GroupMember, ...]
+
+    def registries(self) -> dict[str, list[str]]:
+        """Each source-registry digest the members run, with its members: more than one and
+        the group is held (no member streams)."""
+        return registries(m.info for m in self.members)
 
     def unowned(self) -> list[int]:
         """The shards no member is assigned. Kafka only tells the assignments of a Stable group
@@ -164,8 +169,8 @@ def _loopback(host: str) -> bool:
 
 
 def member_row(member: GroupMember, status: MemberStatus) -> MemberRow:
-    """What the table says of a member: its state (ready, standing by, recovering, rebalancing
-    or unreachable), its generation and the rows committed per source, from its /status."""
+    """What the table says of a member: its state (ready, standing by, held, recovering,
+    rebalancing or unreachable), its generation and the rows committed per source, from its /status."""
     doc = status.doc
     if doc is None:
         return MemberRow(member, status, "unreachable", None)
@@ -175,6 +180,8 @@ def member_row(member: GroupMember, status: MemberStatus) -> MemberRow:
     assigned = group.get("shards_assigned")
     if assigned is None:
         state = "rebalancing"  # no assignment in this generation yet
+    elif group.get("held"):
+        state = "held"  # the members' registries differ
     elif not doc.get("ready"):
         state = "recovering"
     elif not assigned:
@@ -197,6 +204,12 @@ def render(desc: GroupDescription, rows: Sequence[MemberRow]) -> str:
         else "no ledger topic"
     lines = [f"group {desc.group} (Kafka group {desc.group_id}): {desc.state}, {shards}, "
              f"{n} member{'s' if n != 1 else ''}"]
+    differ = desc.registries()
+    if len(differ) > 1:
+        told = "; ".join(f"{', '.join(names)}: {digest}" for digest, names in differ.items())
+        lines.append(f"HELD: the members run different source registries ({told}); no member "
+                     "streams until they run the same one: deploy the group's config file to "
+                     "each and reload it")
     unowned = desc.unowned()
     if unowned:
         many = len(unowned) > 1
@@ -208,8 +221,8 @@ def render(desc: GroupDescription, rows: Sequence[MemberRow]) -> str:
     if not desc.members:
         lines.append("no member is running")
         return "\n".join(lines)
-    width = max(8, *(len(r.member.instance) for r in rows))
-    hwidth = max(4, *(len(r.member.host) for r in rows))
+    width = max([8, *(len(r.member.instance) for r in rows)])
+    hwidth = max([4, *(len(r.member.host) for r in rows)])
     lines += ["", f"{'INSTANCE':{width}} {'HOST':{hwidth}} {'PID':>7} {'SHARDS':10} {'STATE':12} "
               f"{'GEN':>5}  ROWS COMMITTED"]
     for r in rows:
@@ -228,7 +241,7 @@ def document(desc: GroupDescription, rows: Sequence[MemberRow]) -> dict[str, Any
     """The `--json` output: the group, then each member with its /status as it answered."""
     return {
         "group": desc.group, "group_id": desc.group_id, "state": desc.state,
-        "shards": desc.shards, "unowned": desc.unowned(),
+        "shards": desc.shards, "unowned": desc.unowned(), "registries": desc.registries(),
         "members": [{
             "member_id": r.member.member_id, "client_host": r.member.client_host,
             "instance": r.member.instance, "host": r.member.host, "pid": r.member.info.get("pid"),

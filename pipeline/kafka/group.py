@@ -7,6 +7,12 @@ their heartbeats; the leader member assigns the ledger topic's partitions, which
 what. No record of the ledger is read through this consumer (its partitions stay paused): a
 shard is restored by `pipeline.kafka.ledger_io` after its producer has fenced the last owner.
 
+The members must run the same source registry (`config.registry_digest`, in their user
+data): a member without a source would pass over that source's files in its shards for good.
+While their registries differ the leader assigns nothing to anyone (the group is *held*): no
+shard streams, no edit-stream position moves, and once the last member has reloaded the same
+registry the group resumes where it stopped, the files that landed meanwhile included.
+
 aiokafka's rebalances are eager: on a change of members every member gives up all its shards
 (`on_revoke`, which drains the daemon's flow: the open transactions commit at a unit boundary)
 before the new assignment is made. The daemon then starts a new life for the shards it got.
@@ -47,6 +53,9 @@ class Assignment:
     """The group's shard count (the ledger topic's partitions)."""
     members: int = 1
     """The group's members in this generation (each tails the edit stream)."""
+    held: Mapping[str, list[str]] | None = None
+    """While the members' registries differ: each registry digest with its members (by
+    instance); no member is assigned a shard."""
 
 
 def member_info(raw: bytes | None) -> dict[str, Any]:
@@ -56,6 +65,17 @@ def member_info(raw: bytes | None) -> dict[str, Any]:
     except ValueError:
         return {}
     return info if isinstance(info, dict) else {}
+
+
+def registries(infos: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """The members (by instance) running each registry digest. A member that does not say
+    (another version of hdfs2kafka) is left out."""
+    found: dict[str, list[str]] = {}
+    for info in infos:
+        digest = info.get("registry")
+        if isinstance(digest, str):
+            found.setdefault(digest, []).append(str(info.get("instance") or "?"))
+    return {d: sorted(names) for d, names in sorted(found.items())}
 
 
 class ShardAssignor:
@@ -72,6 +92,8 @@ class ShardAssignor:
         self.owned: tuple[int, ...] = ()
         self.members = 1
         """The members of the last assignment (the leader tells every member)."""
+        self.held: dict[str, list[str]] | None = None
+        """The registries of the last assignment's members, when they differed."""
 
     def metadata(self, topics: Iterable[str]) -> Any:
         from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
@@ -84,17 +106,27 @@ class ShardAssignor:
 
         parts = cluster.partitions_for_topic(self.topic) or set()
         total = max(parts) + 1 if parts else 0
+        infos = {mid: member_info(m.user_data) for mid, m in members.items()}
+        differ = registries(infos.values())
+        if len(differ) > 1:
+            # Held: a member would stream its shards without some source's files.
+            told = orjson.dumps({"members": len(members), "held": differ})
+            return {mid: ConsumerProtocolMemberAssignment(self.version, [(self.topic, [])], told)
+                    for mid in members}
         plan = shards_mod.assign(
-            [shards_mod.Member(mid, tuple(member_info(m.user_data).get("owned") or ()))
-             for mid, m in members.items()], total)
+            [shards_mod.Member(mid, tuple(info.get("owned") or ())) for mid, info in infos.items()],
+            total)
         told = orjson.dumps({"members": len(plan)})
         return {mid: ConsumerProtocolMemberAssignment(self.version, [(self.topic, got)], told)
                 for mid, got in plan.items()}
 
     def on_assignment(self, assignment: Any) -> None:
         self.owned = tuple(sorted(tp.partition for tp in assignment.partitions()))
-        members = member_info(assignment.user_data).get("members")
+        told = member_info(assignment.user_data)
+        members = told.get("members")
         self.members = members if isinstance(members, int) and members > 0 else 1
+        held = told.get("held")
+        self.held = held if isinstance(held, dict) and held else None
 
 
 class Membership:
@@ -184,7 +216,7 @@ class Membership:
         total = max(parts) + 1 if parts else 0
         generation = int(getattr(getattr(self.consumer, "_coordinator", None), "generation", -1) or -1)
         self.current = Assignment(generation, tuple(sorted(tp.partition for tp in assigned)), total,
-                                  self.assignor.members)
+                                  self.assignor.members, self.assignor.held)
         self.rebalances += 1
         if self._revoked_at is not None:
             self.last_rebalance_s = time.monotonic() - self._revoked_at
@@ -192,6 +224,24 @@ class Membership:
         log.info("shards assigned", shards=list(self.current.shards), of=total,
                  generation=generation, rebalance_s=round(self.last_rebalance_s or 0.0, 3),
                  members=self.current.members)
+        if self.current.held:
+            log.error("the group is held: its members run different source registries, so no "
+                      "member streams until they run the same one (reload or restart the odd "
+                      "ones with the group's config file)",
+                      registries=self.current.held, this_member=self.assignor.info.get("registry"))
+
+    def announce_registry(self, digest: str) -> bool:
+        """Tell the group this member now runs registry `digest` (a reload): a new generation
+        if it changed and there are others to agree with, so the leader holds or releases the
+        group. True if it asked for one."""
+        if self.assignor.info.get("registry") == digest:
+            return False
+        self.assignor.info["registry"] = digest  # told at every join from now on
+        current = self.current
+        if current is not None and current.members <= 1 and not current.held:
+            return False  # alone in the group: nobody to disagree with
+        self.rejoin()
+        return True
 
     async def assigned(self) -> Assignment:
         """The current generation's shards, once assigned."""

@@ -304,3 +304,88 @@ async def test_a_dead_members_half_done_file_resumes_mid_file_on_its_new_owner(
         final = (await ledger_entries(stack.kafka_bootstrap, names["ledger"], names["group"]))[name]
         assert final.state == "done" and final.rows == total, final
         assert heir.proc.terminate() == 0
+
+
+async def test_members_running_different_registries_hold_the_group_and_lose_no_file(
+        stack, webhdfs, names, tmp_path: Path):
+    """A member reloads a registry with a second source while the other still runs one source:
+    had they gone on, the other would have passed over the new source's files in its shard for
+    good. Instead the group is held: no member streams (its /status and /metrics say so, with
+    each registry's members), while files of both sources land. Once the other member reloads
+    the same registry, the group resumes: every row of every file once, the files that landed
+    during the hold included, and every file done in the ledger."""
+    topic, base = names["topic"], names["dir"]
+    await create_topic(stack.kafka_bootstrap, topic, 2)
+    one = {"name": "one", "path": f"{base}/one/*", "topic": topic, "start_from": "earliest"}
+    two = {"name": "two", "path": f"{base}/two/*", "topic": topic, "start_from": "earliest"}
+    ms = members(tmp_path, stack, names, ["p", "q"], source=one, shards=2, unit_rows=500)
+    p, q = ms
+    rows: dict[int, int] = {}
+    paths: dict[int, str] = {}
+
+    def write(f: int, where: str) -> None:
+        suffix, data = sample_file(f, 700 + f * 37)
+        paths[f] = f"{where}-{f:03d}{suffix}"
+        put(webhdfs, f"{base}/{where}/{paths[f]}", data)
+        rows[f] = 700 + f * 37
+
+    def reconfigure(m: Member, sources: list[dict[str, Any]]) -> None:
+        """Rewrite the member's config file with `sources`, then SIGHUP it (a reload)."""
+        port = int(m.url.rsplit(":", 1)[1])
+        write_config(tmp_path, stack, instance_id=f"{m.name}-{names['unique']}",
+                     ledger_topic=names["ledger"], sources=[dict(s) for s in sources],
+                     http_port=port, group=names["group"],
+                     group_session_timeout_s=SESSION_TIMEOUT_S, shards=2, unit_rows=500)
+        m.proc.signal(signal.SIGHUP)
+
+    async def held() -> bool:
+        await fresh(ms)
+        return all((m.last.get("group") or {}).get("held") for m in ms)
+
+    async def held_metric(m: Member) -> float:
+        async with aiohttp.ClientSession() as http, http.get(f"{m.url}/metrics") as resp:
+            text = await resp.text()
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith("hdfs2kafka_group_held "))
+
+    with p.proc, q.proc:
+        for m in ms:
+            m.proc.start()
+        for m in ms:
+            await asyncio.to_thread(m.proc.wait_for_log, "ready: recovery done", 90)
+        await until(spread(ms, 2), "each member streams one shard", 60, ms)
+        for f in range(6):
+            write(f, "one")
+        before = await consume(stack.kafka_bootstrap, topic, expect=sum(rows.values()), timeout=90)
+        assert missing(before, rows) == {}
+
+        # q runs two sources, p one: the group holds.
+        mark = {m.name: len(m.proc.log_text()) for m in ms}
+        reconfigure(q, [one, two])
+        await until(held, "both members say the group is held", 60, ms)
+        assert streaming(ms) == [[], []]
+        for m in ms:
+            assert m.last["group"]["held"] == {p.last["group"]["registry"]: [f"p-{names['unique']}"],
+                                               q.last["group"]["registry"]: [f"q-{names['unique']}"]}
+            assert await held_metric(m) == 1.0
+            assert "the group is held" in m.proc.log_text()[mark[m.name]:]
+        for f in range(6, 14):
+            write(f, "one" if f % 2 else "two")
+        await asyncio.sleep(4)
+        during = await consume(stack.kafka_bootstrap, topic, timeout=10, settle=2)
+        assert len(during.records) == len(before.records), "rows streamed while the group was held"
+
+        # p reloads the same registry: the group resumes where it stopped.
+        reconfigure(p, [one, two])
+        await until(spread(ms, 2), "the members share the shards again", 60, ms)
+        assert all(not (m.last.get("group") or {}).get("held") for m in ms)
+        assert [await held_metric(m) for m in ms] == [0.0, 0.0]
+        landed = await consume(stack.kafka_bootstrap, topic, expect=sum(rows.values()), timeout=90)
+        assert missing(landed, rows) == {}
+        assert landed.duplicates() == {}
+        assert landed.out_of_order() == []
+        entries = await ledger_entries(stack.kafka_bootstrap, names["ledger"], names["group"])
+        states = {paths[f]: entries[paths[f]].state if paths[f] in entries else None for f in rows}
+        assert {path: st for path, st in states.items() if st != "done"} == {}
+        codes = await asyncio.gather(*(asyncio.to_thread(m.proc.terminate, 90) for m in ms))
+        assert codes == [0, 0], codes

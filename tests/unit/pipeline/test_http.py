@@ -206,8 +206,8 @@ async def test_status_shape_before_the_flow_starts(admin: Admin) -> None:
                         "edit_stream", "namenode", "group", "transactions", "sources",
                         "files_in_flight", "last_errors"}
     assert doc["group"] == {"group": "unit-01", "shards": None, "shards_streaming": [],
-                            "shards_assigned": None, "generation": None, "rebalances": 0,
-                            "last_rebalance_s": None}
+                            "shards_assigned": None, "generation": None, "held": None,
+                            "registry": None, "rebalances": 0, "last_rebalance_s": None}
     assert doc["namenode"] == {"active": None, "id": None, "active_since_unix": None,
                                "addresses": [], "failovers": 0, "connects": 0}
     assert (doc["instance_id"], doc["ready"], doc["workers"]) == ("unit-01", False, 2)

@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from pipeline.items import FilesRecorded, UnitRecords
+from pipeline.kafka.group import ShardAssignor
 from pipeline.ledger import ACTIVE, DONE, FileEntry, LedgerState
 from pipeline.shards import Member, OwnedLedger, ShardQueues, assign, shard_of
 
@@ -200,3 +201,55 @@ def test_the_leader_tells_every_member_its_shards_and_how_many_members_tail() ->
         assert me.members == 3
     assert sorted(s for v in got.values() for s in v) == list(range(6))
     assert set(got["m-a"]) <= {0, 1, 2} and set(got["m-b"]) <= {3, 4, 5} and len(got["m-c"]) == 2
+
+
+def _join_and_assign(infos: dict[str, dict[str, object]]) -> dict[str, ShardAssignor]:
+    """Each member's join data as aiokafka carries it, the leader's plan, each member's view."""
+    from types import SimpleNamespace
+
+    from aiokafka.coordinator.protocol import ConsumerProtocol
+
+    cluster = SimpleNamespace(partitions_for_topic=lambda topic: set(range(4)))
+    members = {mid: ConsumerProtocol.METADATA.decode(ConsumerProtocol.METADATA.encode(
+        ShardAssignor("ledger", info).metadata(["ledger"]))) for mid, info in infos.items()}
+    plan = ShardAssignor("ledger", {}).assign(cluster, members)  # type: ignore[arg-type]
+    views = {}
+    for mid, assignment in plan.items():
+        me = ShardAssignor("ledger", {})
+        me.on_assignment(ConsumerProtocol.ASSIGNMENT.decode(ConsumerProtocol.ASSIGNMENT.encode(assignment)))
+        views[mid] = me
+    return views
+
+
+def test_members_with_different_registries_get_no_shard_until_they_agree() -> None:
+    """A member without a source would pass over its files in its shards: while the members'
+    registries differ, nobody streams, and each member is told which registry who runs."""
+    held = _join_and_assign({"m-a": {"instance": "edge-01", "registry": "r1"},
+                             "m-b": {"instance": "edge-02", "registry": "r2"},
+                             "m-c": {"instance": "edge-03", "registry": "r1"}})
+    for view in held.values():
+        assert view.owned == () and view.members == 3
+        assert view.held == {"r1": ["edge-01", "edge-03"], "r2": ["edge-02"]}
+    agreed = _join_and_assign({"m-a": {"instance": "edge-01", "registry": "r2"},
+                               "m-b": {"instance": "edge-02", "registry": "r2"},
+                               # a member of a version that does not tell its registry
+                               "m-c": {"instance": "edge-03"}})
+    assert sorted(s for v in agreed.values() for s in v.owned) == [0, 1, 2, 3]
+    assert all(v.held is None for v in agreed.values())
+
+
+def test_the_registry_digest_changes_with_what_decides_files_and_rows_only() -> None:
+    from dataclasses import replace
+
+    from pipeline.config import SourceConfig, registry_digest
+
+    a = SourceConfig(name="clicks", path="/data/clicks", topic="clicks")
+    b = SourceConfig(name="orders", path="/data/orders", topic="orders", format="avro")
+    base = registry_digest([a, b])
+    assert registry_digest([a, b]) == base
+    # Speed, pauses and error policies may differ between members.
+    assert registry_digest([replace(a, rows_per_second=10.0, paused=True), b]) == base
+    for changed in ([a], [b, a], [replace(a, path="/data/clicks2"), b],
+                    [replace(a, topic="clicks-v2"), b], [replace(a, key=("user",)), b],
+                    [replace(a, value_format="avro"), b], [replace(a, start_from="latest"), b]):
+        assert registry_digest(changed) != base, changed
