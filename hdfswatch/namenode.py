@@ -309,13 +309,14 @@ class NameNodeClient:
 
     async def _drop(self, conn: IpcConnection | None, index: int, advance: bool) -> None:
         """Forget a failed connection; with `advance`, move to the next address, unless a
-        concurrent caller already moved on from `index`."""
-        if conn is not None and self._conn is conn:
-            self._conn = None
-            await conn.close()
+        concurrent caller already moved on from `index`. The move comes before the close's
+        await, so that neither a cancel there nor other callers meanwhile can undo or repeat it."""
         if advance and len(self.addresses) > 1 and self._index == index:
             self._index = (index + 1) % len(self.addresses)
             self.failovers += 1
+        if conn is not None and self._conn is conn:
+            self._conn = None
+            await conn.close()
 
     async def call_raw(self, method: str, request: bytes, *, idempotent: bool = True,
                        reply_timeout: float | None = None) -> bytes:
