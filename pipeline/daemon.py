@@ -52,7 +52,12 @@ from pipeline.config import Config, SourceConfig
 from pipeline.intake import Intake
 from pipeline.items import FileQuarantined, FileWork
 from pipeline.kafka import errors as kafka_errors
-from pipeline.kafka.client import batch_settings, start_transactional_producer, stop_producer
+from pipeline.kafka.client import (
+    PRODUCER_STOP_TIMEOUT_S,
+    batch_settings,
+    start_transactional_producer,
+    stop_producer,
+)
 from pipeline.kafka.committer import Committer
 from pipeline.kafka.errors import CommitterError, Fenced, RecordsRefused
 from pipeline.kafka.group import Assignment, Membership
@@ -232,11 +237,13 @@ class Daemon:
         try:
             await asyncio.wait({life, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not life.done():
-                if self.flow is None:
-                    life.cancel()
-                else:
+                if self.flow is not None:
                     await asyncio.wait({life}, timeout=self.config.daemon.shutdown_timeout_s + 10)
+                while not life.done():
                     life.cancel()
+                    # Again only if this cancel was lost (caught in a library's clean-up), and
+                    # not before the life's own clean-up (its producers' bounded stop) is over.
+                    await asyncio.wait({life}, timeout=PRODUCER_STOP_TIMEOUT_S + 10)
             try:
                 await life
             except asyncio.CancelledError:
@@ -263,9 +270,9 @@ class Daemon:
         self._restart_requested = False
         self._ending = False
         self.ready = False  # not ready while the ledger is being read
+        self.assignment = None  # a revoke before the assignment has nothing of this life to stop
         await self._kerberos_login()
         membership = await self._membership()
-        self.assignment = None
         assignment = self.assignment = await membership.assigned()
         self._apply_limits()
         if not assignment.shards:

@@ -11,7 +11,7 @@ are the producer's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -97,27 +97,38 @@ async def start_transactional_producer(kafka: KafkaConfig, instance_id: str) -> 
     try:
         await start_client(producer, "starting the transactional producer", kafka.client)
     except BaseException:
-        await producer.stop()
+        await stop_producer(producer)
         raise
     return producer
+
+
+async def stop_within(aw: Awaitable[Any], timeout_s: float) -> None:
+    """Await an aiokafka clean-up (`stop`, `close`) in a task of its own, for at most
+    `timeout_s` (past it the clean-up is cancelled and TimeoutError raised). Not in the caller's
+    task: aiokafka's close paths catch CancelledError, so a cancel of the caller landing there
+    would be lost. A cancelled caller leaves the clean-up running to its end."""
+    task = asyncio.ensure_future(aw)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        task.cancel()
+        raise TimeoutError
+    task.result()
 
 
 async def stop_producer(producer: Any, timeout_s: float = PRODUCER_STOP_TIMEOUT_S) -> None:
     """Stop a producer within a bound: aiokafka's `stop` waits for batches that it retries
     without end while the broker is away; past the bound its connections are closed."""
     try:
-        async with asyncio.timeout(timeout_s):
-            await producer.stop()
+        await stop_within(producer.stop(), timeout_s)
     except Exception as exc:
         log.warning("producer did not stop cleanly; closing its connections",
                     error=f"{type(exc).__name__}: {exc}")
         sender = getattr(producer, "_sender", None)
         try:
             if sender is not None:
-                async with asyncio.timeout(5.0):
-                    await sender.close()
-            async with asyncio.timeout(5.0):
-                await producer.client.close()
+                await stop_within(sender.close(), 5.0)
+            await stop_within(producer.client.close(), 5.0)
         except Exception:
             log.warning("producer connections not closed", exc_info=True)
 

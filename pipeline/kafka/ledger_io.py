@@ -206,10 +206,9 @@ async def _fetch_and_fold(client: Any, tp: Any, start: int, end: int, loader: An
         gc.unfreeze()
         if pending is not None:
             pending.cancel()
-            try:
-                await pending
-            except BaseException:
-                pass
+            await asyncio.wait([pending])  # its end is no error here; a cancel of ours goes on
+            if not pending.cancelled():
+                pending.exception()
 
 
 async def _fetch(client: Any, tp: Any, offset: int, deadline: float) -> tuple[list[tuple[int, int]], Any]:
