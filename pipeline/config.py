@@ -231,10 +231,16 @@ class ReloadPlan:
 def registry_digest(sources: Sequence[SourceConfig]) -> str:
     """What the members of a group must agree on, as a short digest: which files each source
     takes (in the registry's order: a file goes to the first source whose path matches) and
-    what it makes of their rows. Speed limits, pauses and error policies may differ."""
+    what it makes of their rows. Speed limits, pauses and error policies may differ.
+
+    "VERSION:HEX": a later version of hdfs2kafka that digests otherwise says so with another
+    VERSION, and members compare digests of one version only (a rolling upgrade holds nothing)."""
     shape = [[s.name, s.path, s.topic, s.format, list(s.key), s.value_format, s.start_from,
               s.headers, s.timestamps] for s in sources]
-    return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:12]
+    return f"{REGISTRY_DIGEST_VERSION}:{hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:12]}"
+
+
+REGISTRY_DIGEST_VERSION = 1
 
 
 def reload_plan(running: Config, new: Config) -> ReloadPlan:

@@ -32,7 +32,13 @@ import structlog
 from pipeline import shards as shards_mod
 from pipeline.config import KafkaConfig
 from pipeline.kafka import errors as kafka_errors
-from pipeline.kafka.client import client_args, connection_args, kafka_identity, start_client
+from pipeline.kafka.client import (
+    client_args,
+    connection_args,
+    kafka_identity,
+    start_client,
+    stop_within,
+)
 
 log = structlog.get_logger("hdfs2kafka.group")
 
@@ -68,13 +74,22 @@ def member_info(raw: bytes | None) -> dict[str, Any]:
 
 
 def registries(infos: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
-    """The members (by instance) running each registry digest. A member that does not say
-    (another version of hdfs2kafka) is left out."""
-    found: dict[str, list[str]] = {}
+    """The members (by instance) running each registry digest ("VERSION:HEX"), among those
+    whose digest is of the newest version present: a member that does not say, or says in an
+    older version (another release of hdfs2kafka, during a rolling upgrade), is left out."""
+    said: list[tuple[int, str, str]] = []
     for info in infos:
         digest = info.get("registry")
-        if isinstance(digest, str):
-            found.setdefault(digest, []).append(str(info.get("instance") or "?"))
+        if not isinstance(digest, str):
+            continue
+        version, _, rest = digest.partition(":")
+        if version.isdigit() and rest:
+            said.append((int(version), digest, str(info.get("instance") or "?")))
+    newest = max((said_version for said_version, _, _ in said), default=None)
+    found: dict[str, list[str]] = {}
+    for said_version, digest, instance in said:
+        if said_version == newest:
+            found.setdefault(digest, []).append(instance)
     return {d: sorted(names) for d, names in sorted(found.items())}
 
 
@@ -121,12 +136,14 @@ class ShardAssignor:
                 for mid, got in plan.items()}
 
     def on_assignment(self, assignment: Any) -> None:
-        self.owned = tuple(sorted(tp.partition for tp in assignment.partitions()))
+        owned = tuple(sorted(tp.partition for tp in assignment.partitions()))
         told = member_info(assignment.user_data)
         members = told.get("members")
         self.members = members if isinstance(members, int) and members > 0 else 1
         held = told.get("held")
         self.held = held if isinstance(held, dict) and held else None
+        if not self.held:  # held: nothing assigned; the shards owned before stay claimed
+            self.owned = owned
 
 
 class Membership:
@@ -281,8 +298,7 @@ class Membership:
                 self._poll.exception()
         if self.consumer is not None:
             try:
-                async with asyncio.timeout(10.0):
-                    await self.consumer.stop()
+                await stop_within(self.consumer.stop(), 10.0)
             except Exception as exc:
                 log.warning("leaving the group failed; the others wait for the session timeout",
                             error=f"{type(exc).__name__}: {exc}")

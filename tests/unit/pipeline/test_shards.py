@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 
 from pipeline.items import FilesRecorded, UnitRecords
-from pipeline.kafka.group import ShardAssignor
+from pipeline.kafka.group import ShardAssignor, member_info
 from pipeline.ledger import ACTIVE, DONE, FileEntry, LedgerState
 from pipeline.shards import Member, OwnedLedger, ShardQueues, assign, shard_of
 
@@ -224,18 +225,68 @@ def _join_and_assign(infos: dict[str, dict[str, object]]) -> dict[str, ShardAssi
 def test_members_with_different_registries_get_no_shard_until_they_agree() -> None:
     """A member without a source would pass over its files in its shards: while the members'
     registries differ, nobody streams, and each member is told which registry who runs."""
-    held = _join_and_assign({"m-a": {"instance": "edge-01", "registry": "r1"},
-                             "m-b": {"instance": "edge-02", "registry": "r2"},
-                             "m-c": {"instance": "edge-03", "registry": "r1"}})
+    held = _join_and_assign({"m-a": {"instance": "edge-01", "registry": "1:r1", "owned": [0, 1]},
+                             "m-b": {"instance": "edge-02", "registry": "1:r2", "owned": [2, 3]},
+                             "m-c": {"instance": "edge-03", "registry": "1:r1"}})
     for view in held.values():
-        assert view.owned == () and view.members == 3
-        assert view.held == {"r1": ["edge-01", "edge-03"], "r2": ["edge-02"]}
-    agreed = _join_and_assign({"m-a": {"instance": "edge-01", "registry": "r2"},
-                               "m-b": {"instance": "edge-02", "registry": "r2"},
-                               # a member of a version that does not tell its registry
-                               "m-c": {"instance": "edge-03"}})
+        assert view.members == 3
+        assert view.held == {"1:r1": ["edge-01", "edge-03"], "1:r2": ["edge-02"]}
+    agreed = _join_and_assign({"m-a": {"instance": "edge-01", "registry": "2:r2"},
+                               "m-b": {"instance": "edge-02", "registry": "2:r2"},
+                               # a member of a release that does not tell its registry, and
+                               # one that digests in an older way (a rolling upgrade)
+                               "m-c": {"instance": "edge-03"},
+                               "m-d": {"instance": "edge-04", "registry": "1:r1"}})
     assert sorted(s for v in agreed.values() for s in v.owned) == [0, 1, 2, 3]
     assert all(v.held is None for v in agreed.values())
+
+
+def test_a_held_member_keeps_claiming_the_shards_it_owned_before() -> None:
+    """Held, a member is assigned nothing, but its next join still claims the shards it
+    streamed before the hold: once the registries agree, the shards go back where they were."""
+    from aiokafka.coordinator.protocol import ConsumerProtocol
+    from aiokafka.structs import TopicPartition
+
+    me = ShardAssignor("ledger", {"instance": "edge-01"})
+    me.owned = (0, 2)
+    held = SimpleNamespace(partitions=lambda: [], user_data=b'{"members": 2, "held": {"1:a": ["edge-01"], "1:b": ["edge-02"]}}')
+    me.on_assignment(held)
+    assert me.held and me.owned == (0, 2)
+    joined = ConsumerProtocol.METADATA.decode(ConsumerProtocol.METADATA.encode(me.metadata(["ledger"])))
+    assert member_info(joined.user_data)["owned"] == [0, 2]
+    again = SimpleNamespace(partitions=lambda: [TopicPartition("ledger", 2)], user_data=b'{"members": 2}')
+    me.on_assignment(again)
+    assert me.held is None and me.owned == (2,)
+
+
+async def test_a_reload_that_changes_the_registry_asks_the_group_again_unless_alone() -> None:
+    """A member in a group with others rejoins when its registry digest changes (the leader then
+    holds or releases the group); one alone only tells its new digest at its next join (no
+    rebalance for a reload of a single daemon); an unchanged digest asks for nothing."""
+    from pipeline.config import KafkaConfig
+    from pipeline.kafka.group import Assignment, Membership
+
+    async def nothing() -> None:
+        return None
+
+    def member(members: int, held: dict[str, list[str]] | None = None) -> Membership:
+        m = Membership(KafkaConfig(bootstrap="127.0.0.1:1", ledger_topic="ledger"), "g",
+                       {"instance": "edge-01", "registry": "1:old"}, session_timeout_s=10,
+                       rebalance_timeout_s=60, on_revoke=nothing)
+        m.current = Assignment(generation=3, shards=(0,), total=2, members=members, held=held)
+        return m
+
+    alone = member(1)
+    assert not alone.announce_registry("1:new")
+    assert alone.current is not None and alone.assignor.info["registry"] == "1:new"
+    assert not alone.announce_registry("1:new")
+    others = member(2)
+    assert not others.announce_registry("1:old")
+    assert others.current is not None
+    assert others.announce_registry("1:new")
+    assert others.current is None and others.revoked()
+    held = member(2, {"1:old": ["edge-01"], "1:x": ["edge-02"]})
+    assert held.announce_registry("1:x") and held.current is None
 
 
 def test_the_registry_digest_changes_with_what_decides_files_and_rows_only() -> None:
@@ -246,7 +297,7 @@ def test_the_registry_digest_changes_with_what_decides_files_and_rows_only() -> 
     a = SourceConfig(name="clicks", path="/data/clicks", topic="clicks")
     b = SourceConfig(name="orders", path="/data/orders", topic="orders", format="avro")
     base = registry_digest([a, b])
-    assert registry_digest([a, b]) == base
+    assert registry_digest([a, b]) == base and base.startswith("1:")
     # Speed, pauses and error policies may differ between members.
     assert registry_digest([replace(a, rows_per_second=10.0, paused=True), b]) == base
     for changed in ([a], [b, a], [replace(a, path="/data/clicks2"), b],

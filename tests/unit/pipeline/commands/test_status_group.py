@@ -142,21 +142,21 @@ def test_the_table_and_the_json() -> None:
 
 
 def test_a_group_whose_members_run_different_registries_says_it_is_held() -> None:
-    members = [raw_member("a", {**info("edge-01", "h1", 1, "h1:1"), "registry": "aaaa"}, []),
-               raw_member("b", {**info("edge-02", "h2", 2, "h2:1"), "registry": "bbbb"}, []),
-               raw_member("c", {**info("edge-03", "h3", 3, "h3:1"), "registry": "aaaa"}, []),
+    members = [raw_member("a", {**info("edge-01", "h1", 1, "h1:1"), "registry": "1:aaaa"}, []),
+               raw_member("b", {**info("edge-02", "h2", 2, "h2:1"), "registry": "1:bbbb"}, []),
+               raw_member("c", {**info("edge-03", "h3", 3, "h3:1"), "registry": "1:aaaa"}, []),
                raw_member("d", info("edge-04", "h4", 4, "h4:1"), [])]  # another version: not said
     desc = sg.decode_group(raw_group("Stable", members), "etl", LEDGER, 2)
     held = {**status_doc("edge-01", streaming=[]),
-            "group": {"shards_assigned": [], "generation": 9, "held": {"aaaa": ["edge-01"]}}}
+            "group": {"shards_assigned": [], "generation": 9, "held": {"1:aaaa": ["edge-01"]}}}
     rows = [sg.member_row(m, sg.MemberStatus(None, held)) for m in desc.members]
     lines = sg.render(desc, rows).splitlines()
     assert lines[1] == ("HELD: the members run different source registries (edge-01, edge-03: "
-                        "aaaa; edge-02: bbbb); no member streams until they run the same one: "
+                        "1:aaaa; edge-02: 1:bbbb); no member streams until they run the same one: "
                         "deploy the group's config file to each and reload it")
     assert lines[2] == "WARNING: shards 0,1 have no owner: their files are not streamed"
     assert {r.state for r in rows} == {"held"}
-    assert sg.document(desc, rows)["registries"] == {"aaaa": ["edge-01", "edge-03"], "bbbb": ["edge-02"]}
+    assert sg.document(desc, rows)["registries"] == {"1:aaaa": ["edge-01", "edge-03"], "1:bbbb": ["edge-02"]}
     same = sg.decode_group(raw_group("Stable", members[:1] + members[2:]), "etl", LEDGER, 2)
     assert not sg.render(same, []).startswith("HELD") and len(same.registries()) == 1
 
